@@ -1,0 +1,61 @@
+"""Scalar helpers: learning rates that may be schedules, bias corrections, step counters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from functional_optreg._types import ScalarOrSchedule
+
+
+def value_at(hyperparameter: ScalarOrSchedule, count: jax.Array) -> Any:
+    """The hyperparameter's value for the update whose 0-based index is ``count``.
+
+    A float or JAX scalar is returned as is; a schedule is called with ``count`` (optax's
+    convention: the first update sees ``schedule(0)``, like torch's scheduler at epoch 0).
+    """
+    if callable(hyperparameter):
+        return hyperparameter(count)
+    return hyperparameter
+
+
+def bias_correction(beta: Any, step: jax.Array) -> jax.Array:
+    """``1 − beta**step``, computed as ``−expm1(step·log1p(beta − 1))``.
+
+    Torch evaluates ``1 − beta**step`` in Python double precision. In float32 that expression
+    cancels catastrophically (``1 − 0.999`` loses three digits); the expm1/log1p form keeps full
+    float32 relative accuracy and agrees with the double-precision value to rounding in float64.
+    """
+    step = jnp.asarray(step, dtype=jnp.result_type(float))
+    return -jnp.expm1(step * jnp.log1p(beta - 1.0))
+
+
+def increment(step: jax.Array) -> jax.Array:
+    """Add one to an int32 step counter, saturating instead of wrapping around."""
+    return jnp.where(step < jnp.iinfo(jnp.int32).max, step + 1, step)
+
+
+def zero_step() -> jax.Array:
+    return jnp.zeros([], jnp.int32)
+
+
+def is_zero(value: Any) -> bool:
+    """True only for a concrete hyperparameter equal to zero (a traced one may not be zero)."""
+    if callable(value) or isinstance(value, jax.core.Tracer):
+        return False
+    return float(value) == 0.0
+
+
+def lerp(start: jax.Array, end: jax.Array, weight: Any) -> jax.Array:
+    """``start + weight·(end − start)`` evaluated the way torch's ``lerp`` kernel does.
+
+    Torch switches to ``end − (end − start)·(1 − weight)`` for ``weight >= 0.5`` to keep the
+    result exact at ``weight == 1``; mirroring the branch keeps float32 results bit-compatible.
+    """
+    low = start + weight * (end - start)
+    high = end - (end - start) * (1.0 - weight)
+    if isinstance(weight, (int, float)):
+        return low if abs(weight) < 0.5 else high
+    return jnp.where(jnp.abs(weight) < 0.5, low, high)

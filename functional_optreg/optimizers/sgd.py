@@ -1,0 +1,111 @@
+"""Stochastic gradient descent with torch.optim.SGD's exact semantics."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from functional_optreg import _scalars, _tree, _validation
+from functional_optreg._types import ScalarOrSchedule
+from functional_optreg.optimizers import _common
+
+
+class SGDState(NamedTuple):
+    """State of :func:`sgd`; fields follow torch's state keys.
+
+    ``step`` counts completed updates (torch keeps no SGD step; we need it for schedules and the
+    first-step rule). ``momentum_buffer`` is ``None`` when ``momentum == 0``, as in torch.
+    """
+
+    step: jax.Array
+    momentum_buffer: Any
+
+
+def sgd(
+    lr: ScalarOrSchedule = 1e-3,
+    momentum: Any = 0,
+    dampening: Any = 0,
+    weight_decay: Any = 0,
+    nesterov: bool = False,
+    *,
+    maximize: bool = False,
+    foreach: bool | None = None,
+    differentiable: bool = False,
+    fused: bool | None = None,
+) -> optax.GradientTransformation:
+    r"""Stochastic gradient descent, exactly as ``torch.optim.SGD``.
+
+    With :math:`g_t` the gradient (negated if ``maximize``) and :math:`\lambda` the weight decay:
+
+    .. math::
+
+        g_t &\leftarrow g_t + \lambda \theta_{t-1} \\
+        b_1 &= g_1, \qquad b_t = \mu b_{t-1} + (1 - \tau) g_t \quad (t > 1) \\
+        g_t &\leftarrow g_t + \mu b_t \text{ if nesterov, else } b_t \\
+        \theta_t &= \theta_{t-1} - \gamma_t g_t
+
+    Args:
+      lr: learning rate :math:`\gamma`, a float, a JAX scalar or a schedule of the update count.
+      momentum: momentum factor :math:`\mu`.
+      dampening: dampening :math:`\tau` of the momentum.
+      weight_decay: coupled L2 weight decay :math:`\lambda` (added to the gradient).
+      nesterov: use Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
+      maximize: ascend the objective instead of descending.
+      foreach, differentiable, fused: torch's implementation flags; accepted, no effect under XLA.
+
+    Returns:
+      An optax ``GradientTransformation`` whose updates are deltas for ``optax.apply_updates``.
+
+    PyTorch equivalence:
+      ``torch.optim.SGD(params, lr, momentum, dampening, weight_decay, nesterov,
+      maximize=maximize)``, following ``_single_tensor_sgd`` operation by operation. Torch's odd
+      first step is reproduced: the first momentum buffer is the raw gradient, so dampening is not
+      applied on step 1.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, functional_optreg as fo
+      >>> tx = fo.sgd(lr=0.1, momentum=0.9)
+      >>> params = {"w": jnp.ones(3)}
+      >>> state = tx.init(params)
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, state, params)
+      >>> optax.apply_updates(params, updates)["w"]
+      Array([0.9, 0.9, 0.9], dtype=float32)
+    """
+    _validation.check_lr(lr)
+    _validation.check_momentum(momentum)
+    _validation.check_weight_decay(weight_decay)
+    _validation.check_implementation_flags(foreach=foreach, fused=fused, differentiable=differentiable)
+    use_momentum = not _scalars.is_zero(momentum)
+    if nesterov and (not use_momentum or not _scalars.is_zero(dampening)):
+        raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+    use_weight_decay = not _scalars.is_zero(weight_decay)
+
+    def init_fn(params):
+        _tree.check_float_params(params)
+        buffers = _common.zeros_like_tree(params) if use_momentum else None
+        return SGDState(step=_scalars.zero_step(), momentum_buffer=buffers)
+
+    def update_fn(grads, state, params=None):
+        reference = grads if state.momentum_buffer is None else state.momentum_buffer
+        _common.check_update_inputs("sgd", grads, reference, params)
+        if use_weight_decay:
+            _tree.require_params(params, "sgd", "weight_decay")
+        lr_t = _scalars.value_at(lr, state.step)
+        is_first_step = state.step == 0
+
+        def leaf(g, p, buf):
+            d_p = -g if maximize else g
+            if use_weight_decay:
+                d_p = d_p + weight_decay * p
+            if use_momentum:
+                buf = jnp.where(is_first_step, d_p, momentum * buf + (1 - dampening) * d_p)
+                d_p = d_p + momentum * buf if nesterov else buf
+            return -lr_t * d_p, buf
+
+        updates, buffers = _common.map_leaves(leaf, grads, params, state.momentum_buffer)
+        return updates, SGDState(step=_scalars.increment(state.step), momentum_buffer=buffers)
+
+    return optax.GradientTransformation(init_fn, update_fn)

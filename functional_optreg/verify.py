@@ -1,0 +1,354 @@
+"""The comparison engine: run a torch optimizer and a transform side by side, step by step.
+
+Both sides start from the same parameters and, at every step, receive gradients computed from
+*their own* current parameters, so a wrong step changes every later step. After each step the
+parameters are compared; the report gives the per-step error and the verdict under the parity
+contract:
+
+* float64 — the semantic check: every step's relative error (per leaf, the largest absolute
+  difference divided by the largest absolute torch value, maximised over leaves) is at most
+  ``1e-12``.
+* float32 — the user's check: every element of every step satisfies torch's
+  ``assert_close`` defaults, ``|ours − torch| <= 1e-5 + 1.3e-6·|torch|``.
+
+Example::
+
+    import numpy as np, torch, functional_optreg as fo
+    from functional_optreg import verify
+
+    params = {"w": np.ones((3, 2)), "b": np.zeros(2)}
+    report = verify.compare(
+        torch_optimizer=lambda ps: torch.optim.Adam(ps, lr=1e-2, weight_decay=1e-3),
+        transform=fo.adam(lr=1e-2, weight_decay=1e-3),
+        params=params, steps=50, dtype="float64")
+    print(report)          # per-step table and verdict
+    assert report.passed
+
+torch is imported when :func:`compare` runs, not when this module is imported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+FLOAT64_RTOL = 1e-12
+"""The float64 contract: relative error at every step."""
+FLOAT32_RTOL = 1.3e-6
+FLOAT32_ATOL = 1e-5
+"""The float32 contract: ``torch.testing.assert_close`` defaults for float32."""
+
+GradientFn = Callable[[int, Sequence[np.ndarray]], Sequence[np.ndarray]]
+"""``gradient(step, leaves) -> grads``: a NumPy function of the current parameter leaves."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LossPair:
+    """The same loss written twice: gradients come from each framework's own autodiff.
+
+    ``torch_loss(step, tensors)`` returns a scalar tensor from the list of parameter tensors;
+    ``jax_loss(step, params)`` returns a scalar from the parameter pytree; it is jitted with
+    ``step`` traced, so pick batches with ``jnp`` indexing. ``step`` lets both sides use the same
+    batch.
+    """
+
+    torch_loss: Callable[[int, list], Any]
+    jax_loss: Callable[[int, Any], jax.Array]
+
+
+def _quadratic_terms(params: Any, seed: int) -> tuple[list, list, list]:
+    """The leaves of ``params`` and, per leaf, the curvature and the minimiser drawn from ``seed``."""
+    rng = np.random.default_rng(seed)
+    leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(params)]
+    curvature = [rng.uniform(0.5, 2.0, leaf.shape) for leaf in leaves]
+    target = [rng.normal(size=leaf.shape) for leaf in leaves]
+    return leaves, curvature, target
+
+
+def quadratic_gradients(params: Any, seed: int = 0, noise: float = 0.1) -> GradientFn:
+    r"""A parameter-dependent gradient stream: a fixed quadratic plus fixed per-step noise.
+
+    For leaf :math:`i`, :math:`g_t = h_i \odot (\theta - \theta^\star_i) + \sigma n_{i,t}` with
+    :math:`h_i \in [0.5, 2]` and :math:`\theta^\star_i` drawn once from ``seed`` and
+    :math:`n_{i,t}` drawn from ``(seed, t)``; all in float64, cast to each leaf's dtype.
+    """
+    _, curvature, target = _quadratic_terms(params, seed)
+
+    def gradient(step: int, current: Sequence[np.ndarray]) -> list[np.ndarray]:
+        step_rng = np.random.default_rng([seed, step])
+        grads = []
+        for theta, h, star in zip(current, curvature, target):
+            n = step_rng.normal(size=theta.shape)
+            grads.append((h * (theta.astype(np.float64) - star) + noise * n).astype(theta.dtype))
+        return grads
+
+    return gradient
+
+
+@dataclasses.dataclass
+class ParityReport:
+    """The outcome of :func:`compare`.
+
+    Attributes:
+      name: a label for the configuration.
+      dtype: ``"float64"`` or ``"float32"``.
+      relative_errors: per step, the largest leaf-wise relative error (see module docstring).
+      closeness: per step, the largest ``|ours − torch| / (atol + rtol·|torch|)`` with the float32
+        contract's tolerances; ``<= 1`` means ``assert_close`` passes at that step.
+      losses: per step, ``(torch, ours)`` losses when a :class:`LossPair` drove the run.
+      torch_params, jax_params: the final parameter leaves of each side, as NumPy arrays.
+    """
+
+    name: str
+    dtype: str
+    relative_errors: np.ndarray
+    closeness: np.ndarray
+    losses: np.ndarray | None
+    torch_params: list[np.ndarray]
+    jax_params: list[np.ndarray]
+
+    @property
+    def steps(self) -> int:
+        return len(self.relative_errors)
+
+    @property
+    def step_passes(self) -> np.ndarray:
+        """Per step, whether the dtype's contract holds."""
+        if self.dtype == "float64":
+            return self.relative_errors <= FLOAT64_RTOL
+        return self.closeness <= 1.0
+
+    @property
+    def passed(self) -> bool:
+        return bool(np.all(self.step_passes))
+
+    @property
+    def first_failure(self) -> int | None:
+        """The first step (1-based) out of tolerance, or ``None``."""
+        failing = np.flatnonzero(~self.step_passes)
+        return int(failing[0]) + 1 if failing.size else None
+
+    @property
+    def max_relative_error(self) -> float:
+        return float(np.max(self.relative_errors)) if self.steps else 0.0
+
+    def summary(self) -> str:
+        verdict = "PASS" if self.passed else f"FAIL (first at step {self.first_failure})"
+        return (
+            f"{self.name} [{self.dtype}, {self.steps} steps]: max rel err "
+            f"{self.max_relative_error:.3e}, max assert_close ratio "
+            f"{float(np.max(self.closeness, initial=0.0)):.3f} -> {verdict}"
+        )
+
+    def table(self, every: int = 10) -> str:
+        """The per-step errors as a text table (every ``every``-th step, the first and failures)."""
+        rows = ["step  rel_err     assert_close_ratio  ok"]
+        for index in range(self.steps):
+            step = index + 1
+            if step == 1 or step % every == 0 or step == self.steps or not self.step_passes[index]:
+                rows.append(
+                    f"{step:4d}  {self.relative_errors[index]:.3e}   "
+                    f"{self.closeness[index]:18.3e}  {'yes' if self.step_passes[index] else 'NO'}"
+                )
+        return "\n".join(rows)
+
+    def __str__(self) -> str:
+        return self.summary() + "\n" + self.table()
+
+    def plot(self, path: str) -> None:
+        """Save the per-step relative error curve (and losses, if any) as a PNG (needs matplotlib)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        panels = 2 if self.losses is not None else 1
+        fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
+        steps = np.arange(1, self.steps + 1)
+        ax = axes[0][0]
+        ax.semilogy(steps, np.maximum(self.relative_errors, 1e-300), label="max relative error")
+        bound = FLOAT64_RTOL if self.dtype == "float64" else None
+        if bound is not None:
+            ax.axhline(bound, color="red", linestyle="--", label="contract")
+        ax.set_xlabel("step")
+        ax.set_title(f"{self.name} ({self.dtype})")
+        ax.legend()
+        if self.losses is not None:
+            ax = axes[0][1]
+            ax.plot(steps, self.losses[:, 0], label="torch")
+            ax.plot(steps, self.losses[:, 1], "--", label="functional_optreg")
+            ax.set_xlabel("step")
+            ax.set_title("loss")
+            ax.legend()
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+
+
+def _relative_error(ours: np.ndarray, theirs: np.ndarray) -> float:
+    scale = float(np.max(np.abs(theirs), initial=0.0))
+    diff = float(np.max(np.abs(ours.astype(np.float64) - theirs.astype(np.float64)), initial=0.0))
+    if diff == 0.0:
+        return 0.0
+    return diff / scale if scale > 0 else float("inf")
+
+
+def _closeness(ours: np.ndarray, theirs: np.ndarray) -> float:
+    ours64, theirs64 = ours.astype(np.float64), theirs.astype(np.float64)
+    allowed = FLOAT32_ATOL + FLOAT32_RTOL * np.abs(theirs64)
+    mismatch = np.abs(ours64 - theirs64)
+    if not np.all(np.isfinite(ours64) == np.isfinite(theirs64)):
+        return float("inf")
+    finite = np.isfinite(theirs64)
+    return float(np.max(mismatch[finite] / allowed[finite], initial=0.0))
+
+
+def compare(
+    torch_optimizer: Callable[[list], Any],
+    transform: optax.GradientTransformation,
+    params: Any,
+    gradient: GradientFn | LossPair | None = None,
+    *,
+    steps: int = 50,
+    dtype: str = "float64",
+    torch_scheduler: Callable[[Any], Any] | None = None,
+    metric: Callable[[int, Sequence[np.ndarray]], float] | None = None,
+    name: str = "case",
+) -> ParityReport:
+    """Run torch and ``transform`` side by side for ``steps`` steps and compare every step.
+
+    Args:
+      torch_optimizer: builds the torch optimizer from the list of parameter tensors, in the
+        order of ``jax.tree.leaves(params)``, e.g. ``lambda ps: torch.optim.SGD(ps, lr=0.1)``.
+      transform: our transform (anything with optax's ``init``/``update``).
+      params: the initial parameters, a pytree of arrays; cast to ``dtype`` for both sides.
+      gradient: a NumPy gradient function of the current leaves (default:
+        :func:`quadratic_gradients`), or a :class:`LossPair`.
+      steps: number of optimizer steps.
+      dtype: ``"float64"`` (turns on ``jax_enable_x64`` for the run only) or ``"float32"``.
+      torch_scheduler: builds a torch lr scheduler from the optimizer; stepped after each
+        ``optimizer.step()``.
+      metric: ``metric(step, leaves)`` of the parameters *before* the step. Torch calls
+        ``scheduler.step(metric)`` after ``optimizer.step()``; ours receives it as the
+        ``value=`` extra argument of the same update (ReduceLROnPlateau's protocol).
+      name: a label for the report.
+
+    Returns:
+      A :class:`ParityReport`.
+    """
+    if dtype not in ("float64", "float32"):
+        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+    if steps < 1:
+        raise ValueError(f"steps must be positive, got {steps}")
+    with jax.enable_x64(dtype == "float64"):
+        return _run(torch_optimizer, transform, params, gradient, steps, dtype, torch_scheduler, metric, name)
+
+
+def _run(torch_optimizer, transform, params, gradient, steps, dtype, torch_scheduler, metric, name):
+    import torch
+
+    np_dtype = np.dtype(dtype)
+    leaves, treedef = jax.tree.flatten(params)
+    leaves = [np.asarray(leaf, dtype=np_dtype) for leaf in leaves]
+    if gradient is None:
+        gradient = quadratic_gradients(leaves)
+
+    tensors = [torch.tensor(leaf, requires_grad=True) for leaf in leaves]
+    optimizer = torch_optimizer(tensors)
+    scheduler = torch_scheduler(optimizer) if torch_scheduler is not None else None
+
+    tx = optax.with_extra_args_support(transform)
+    jax_params = treedef.unflatten([jnp.asarray(leaf) for leaf in leaves])
+    state = tx.init(jax_params)
+    use_losses = isinstance(gradient, LossPair)
+    if use_losses:
+        jax_value_and_grad = jax.jit(jax.value_and_grad(gradient.jax_loss, argnums=1))
+
+    @jax.jit
+    def jax_step(params, state, grads, extra):
+        updates, state = tx.update(grads, state, params, **extra)
+        return optax.apply_updates(params, updates), state
+
+    relative_errors, closeness, losses = [], [], []
+    for step in range(steps):
+        torch_leaves = [t.detach().numpy().copy() for t in tensors]
+        ours_leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(jax_params)]
+        optimizer.zero_grad()
+        if use_losses:
+            torch_loss = gradient.torch_loss(step, tensors)
+            torch_loss.backward()
+            ours_loss, grads = jax_value_and_grad(step, jax_params)
+            losses.append((float(torch_loss.detach()), float(ours_loss)))
+        else:
+            for tensor, grad in zip(tensors, gradient(step, torch_leaves)):
+                tensor.grad = torch.from_numpy(np.ascontiguousarray(grad))
+            grads = treedef.unflatten([jnp.asarray(g) for g in gradient(step, ours_leaves)])
+        extra = {}
+        metric_values = None
+        if metric is not None:
+            metric_values = (metric(step, torch_leaves), metric(step, ours_leaves))
+            extra = {"value": jnp.asarray(metric_values[1], dtype=np_dtype)}
+        optimizer.step()
+        if scheduler is not None:
+            if metric_values is not None:
+                scheduler.step(metric_values[0])
+            else:
+                scheduler.step()
+        jax_params, state = jax_step(jax_params, state, grads, extra)
+
+        theirs = [t.detach().numpy() for t in tensors]
+        ours = [np.asarray(leaf) for leaf in jax.tree.leaves(jax_params)]
+        relative_errors.append(max((_relative_error(o, t) for o, t in zip(ours, theirs)), default=0.0))
+        closeness.append(max((_closeness(o, t) for o, t in zip(ours, theirs)), default=0.0))
+
+    return ParityReport(
+        name=name,
+        dtype=dtype,
+        relative_errors=np.asarray(relative_errors),
+        closeness=np.asarray(closeness),
+        losses=np.asarray(losses) if use_losses else None,
+        torch_params=[t.detach().numpy().copy() for t in tensors],
+        jax_params=[np.asarray(leaf) for leaf in jax.tree.leaves(jax_params)],
+    )
+
+
+
+def quadratic_losses(params: Any, seed: int = 0, noise: float = 0.1, steps: int = 1000) -> LossPair:
+    r"""The loss whose gradient is :func:`quadratic_gradients`, written for torch and for JAX.
+
+    :math:`L_t(\theta) = \sum_i \tfrac12 h_i (\theta_i - \theta^\star_i)^2 + \sigma n_{i,t}\theta_i`
+    with the same draws as :func:`quadratic_gradients` for the first ``steps`` steps. Use it when
+    gradients must come from autodiff on each side, e.g. to add a penalty to the loss.
+    """
+    leaves, curvature, target = _quadratic_terms(params, seed)
+    noise_by_step = [[] for _ in leaves]
+    for step in range(steps):
+        step_rng = np.random.default_rng([seed, step])
+        for index, leaf in enumerate(leaves):
+            noise_by_step[index].append(step_rng.normal(size=leaf.shape))
+    noise_tables = [np.stack(table) for table in noise_by_step]
+
+    def torch_loss(step: int, tensors: list) -> Any:
+        import torch
+
+        total = 0.0
+        for theta, h, star, table in zip(tensors, curvature, target, noise_tables):
+            h_t, star_t, n_t = (torch.as_tensor(a, dtype=theta.dtype) for a in (h, star, table[step]))
+            total = total + torch.sum(0.5 * h_t * (theta - star_t) ** 2 + noise * n_t * theta)
+        return total
+
+    def jax_loss(step: Any, params: Any) -> jax.Array:
+        total = 0.0
+        for theta, h, star, table in zip(jax.tree.leaves(params), curvature, target, noise_tables):
+            dtype = theta.dtype
+            h_j, star_j = jnp.asarray(h, dtype), jnp.asarray(star, dtype)
+            n_j = jnp.asarray(table, dtype)[step]
+            total = total + jnp.sum(0.5 * h_j * (theta - star_j) ** 2 + noise * n_j * theta)
+        return total
+
+    return LossPair(torch_loss, jax_loss)

@@ -1,0 +1,1 @@
+"""One module per optimizer family (or utility); each defines ``CASES``."""
