@@ -13,7 +13,9 @@ def _leaves_with_paths(tree: Any) -> list[tuple[str, Any]]:
     return [(jax.tree_util.keystr(path), leaf) for path, leaf in flat]
 
 
-def check_same_structure(reference_name: str, reference: Any, other_name: str, other: Any) -> None:
+def check_same_structure(
+    reference_name: str, reference: Any, other_name: str, other: Any, *, compare_shapes: bool = True
+) -> None:
     """Raise ``ValueError`` naming the first path where two trees differ in structure or shape."""
     ref = _leaves_with_paths(reference)
     oth = _leaves_with_paths(other)
@@ -24,7 +26,7 @@ def check_same_structure(reference_name: str, reference: Any, other_name: str, o
                 f"{other_name} has a leaf at {oth_path or '<root>'} where {reference_name} "
                 f"has one at {ref_path or '<root>'}."
             )
-        if jnp.shape(ref_leaf) != jnp.shape(oth_leaf):
+        if compare_shapes and jnp.shape(ref_leaf) != jnp.shape(oth_leaf):
             raise ValueError(
                 f"{other_name} at {oth_path or '<root>'} has shape {jnp.shape(oth_leaf)}, "
                 f"but {reference_name} there has shape {jnp.shape(ref_leaf)}."

@@ -110,7 +110,7 @@ def _masked_leaves(params: Any, mask: Mask) -> list[jax.Array]:
     if mask is None:
         return leaves
     mask_tree = mask(params) if callable(mask) else mask
-    _tree.check_same_structure("params", params, "mask", mask_tree)
+    _tree.check_same_structure("params", params, "mask", mask_tree, compare_shapes=False)
     return [leaf for leaf, keep in zip(leaves, jax.tree.leaves(mask_tree)) if keep]
 
 
