@@ -55,7 +55,9 @@ def adam(
 
     Args:
       lr: learning rate :math:`\gamma`, a float, a JAX scalar or a schedule of the update count.
-      betas: :math:`(\beta_1, \beta_2)`, decay rates of the first and second moments.
+      betas: :math:`(\beta_1, \beta_2)`, decay rates of the first and second moments; either
+        may be a schedule (OneCycleLR / CyclicLR cycle :math:`\beta_1`, and the bias correction
+        then uses the current value, as torch does).
       eps: :math:`\epsilon`, added to the bias-corrected root of the second moment.
       weight_decay: :math:`\lambda`; coupled L2 (added to the gradient) unless
         ``decoupled_weight_decay``.
@@ -103,9 +105,11 @@ def adam(
         if use_weight_decay:
             _tree.require_params(params, "adam", "weight_decay")
         lr_t = _scalars.value_at(lr, state.step)
+        beta1_t = _scalars.value_at(beta1, state.step)
+        beta2_t = _scalars.value_at(beta2, state.step)
         step = _scalars.increment(state.step)
-        step_size = lr_t / _scalars.bias_correction(beta1, step)
-        bias_correction2_sqrt = jnp.sqrt(_scalars.bias_correction(beta2, step))
+        step_size = lr_t / _scalars.bias_correction(beta1_t, step)
+        bias_correction2_sqrt = jnp.sqrt(_scalars.bias_correction(beta2_t, step))
 
         def leaf(g, p, exp_avg, exp_avg_sq, max_exp_avg_sq):
             g = -g if maximize else g
@@ -115,8 +119,8 @@ def adam(
                     decay = -(lr_t * weight_decay) * p
                 else:
                     g = g + weight_decay * p
-            exp_avg = _scalars.lerp(exp_avg, g, 1 - beta1)
-            exp_avg_sq = exp_avg_sq * beta2 + (1 - beta2) * (g * g)
+            exp_avg = _scalars.lerp(exp_avg, g, 1 - beta1_t)
+            exp_avg_sq = exp_avg_sq * beta2_t + (1 - beta2_t) * (g * g)
             if amsgrad:
                 max_exp_avg_sq = jnp.maximum(max_exp_avg_sq, exp_avg_sq)
                 second_moment = max_exp_avg_sq

@@ -49,7 +49,8 @@ def sgd(
 
     Args:
       lr: learning rate :math:`\gamma`, a float, a JAX scalar or a schedule of the update count.
-      momentum: momentum factor :math:`\mu`.
+      momentum: momentum factor :math:`\mu`; a schedule makes it cycle (CyclicLR / OneCycleLR's
+        ``cycle_momentum``).
       dampening: dampening :math:`\tau` of the momentum.
       weight_decay: coupled L2 weight decay :math:`\lambda` (added to the gradient).
       nesterov: use Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
@@ -94,6 +95,7 @@ def sgd(
         if use_weight_decay:
             _tree.require_params(params, "sgd", "weight_decay")
         lr_t = _scalars.value_at(lr, state.step)
+        momentum_t = _scalars.value_at(momentum, state.step)
         is_first_step = state.step == 0
 
         def leaf(g, p, buf):
@@ -101,8 +103,8 @@ def sgd(
             if use_weight_decay:
                 d_p = d_p + weight_decay * p
             if use_momentum:
-                buf = jnp.where(is_first_step, d_p, momentum * buf + (1 - dampening) * d_p)
-                d_p = d_p + momentum * buf if nesterov else buf
+                buf = jnp.where(is_first_step, d_p, momentum_t * buf + (1 - dampening) * d_p)
+                d_p = d_p + momentum_t * buf if nesterov else buf
             return -lr_t * d_p, buf
 
         updates, buffers = _common.map_leaves(leaf, grads, params, state.momentum_buffer)
