@@ -98,11 +98,15 @@ def sgd(
         momentum_t = _scalars.value_at(momentum, state.step)
         is_first_step = state.step == 0
 
+        # The state, not the hyperparameter, decides: under optax.inject_hyperparams ``init`` sees
+        # a concrete momentum and ``update`` a traced one.
+        has_buffers = state.momentum_buffer is not None
+
         def leaf(g, p, buf):
             d_p = -g if maximize else g
             if use_weight_decay:
                 d_p = d_p + weight_decay * p
-            if use_momentum:
+            if has_buffers:
                 buf = jnp.where(is_first_step, d_p, momentum_t * buf + (1 - dampening) * d_p)
                 d_p = d_p + momentum_t * buf if nesterov else buf
             return -lr_t * d_p, buf

@@ -1,0 +1,115 @@
+"""Properties every optimizer transform must have, over one table of configurations.
+
+The table is the parity catalog (one representative configuration per optimizer family), so a new
+optimizer is covered here as soon as it has parity cases.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from conftest import gradients_like, small_params
+
+
+def _run_steps(tx, params, steps=3, jit=True):
+    state = tx.init(params)
+    update = jax.jit(tx.update) if jit else tx.update
+    for step in range(steps):
+        updates, state = update(gradients_like(params, seed=step), state, params)
+        params = optax.apply_updates(params, updates)
+    return params, state
+
+
+def test_jit_does_not_recompile(case):
+    tx = case.make_transform()
+    traces = []
+
+    def step(params, state, grads):
+        traces.append(1)
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    step = jax.jit(step)
+    params = small_params()
+    state = tx.init(params)
+    for seed in range(3):
+        params, state = step(params, state, gradients_like(params, seed))
+    assert len(traces) == 1
+
+
+def test_jit_matches_eager(case):
+    tx = case.make_transform()
+    jitted, _ = _run_steps(tx, small_params(), jit=True)
+    eager, _ = _run_steps(tx, small_params(), jit=False)
+    for a, b in zip(jax.tree.leaves(jitted), jax.tree.leaves(eager)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float64"])
+def test_dtypes_are_preserved(case, dtype):
+    with jax.enable_x64(dtype == "float64"):
+        params = small_params(jnp.dtype(dtype))
+        new_params, state = _run_steps(case.make_transform(), params)
+        for before, after in zip(jax.tree.leaves(params), jax.tree.leaves(new_params)):
+            assert after.dtype == before.dtype
+            assert bool(jnp.all(jnp.isfinite(after)))
+        for leaf in jax.tree.leaves(state):
+            if jnp.issubdtype(leaf.dtype, jnp.floating) and leaf.ndim > 0:
+                assert leaf.dtype == jnp.dtype(dtype), f"state leaf has dtype {leaf.dtype}"
+
+
+def test_update_changes_params(case):
+    params = small_params()
+    new_params, _ = _run_steps(case.make_transform(), params)
+    moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(new_params))]
+    assert any(moved)
+
+
+def test_inside_chain_equals_alone(case):
+    alone, _ = _run_steps(case.make_transform(), small_params())
+    chained, _ = _run_steps(optax.chain(optax.identity(), case.make_transform()), small_params())
+    for a, b in zip(jax.tree.leaves(alone), jax.tree.leaves(chained)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_masked_leaves_untouched(case):
+    params = small_params()
+    mask = {"conv": {"kernel": True}, "dense": {"kernel": True, "bias": False}, "temperature": False}
+    masked = optax.chain(optax.masked(case.make_transform(), mask), optax.masked(optax.set_to_zero(), lambda p: jax.tree.map(lambda m: not m, mask)))
+    new_params, _ = _run_steps(masked, params)
+    np.testing.assert_array_equal(new_params["dense"]["bias"], params["dense"]["bias"])
+    np.testing.assert_array_equal(new_params["temperature"], params["temperature"])
+    alone, _ = _run_steps(case.make_transform(), {"conv": params["conv"], "dense": {"kernel": params["dense"]["kernel"]}})
+    np.testing.assert_allclose(new_params["conv"]["kernel"], alone["conv"]["kernel"], rtol=1e-6)
+
+
+def test_inject_hyperparams_matches_constant(case):
+    injected = optax.inject_hyperparams(case.ours)(**case.kwargs, **case.ours_kwargs)
+    with_injection, state = _run_steps(injected, small_params())
+    constant, _ = _run_steps(case.make_transform(), small_params())
+    for a, b in zip(jax.tree.leaves(with_injection), jax.tree.leaves(constant)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-6, atol=1e-7)
+    assert isinstance(state.hyperparams, dict)
+
+
+def test_mismatched_grads_name_the_path(case):
+    tx = case.make_transform()
+    params = small_params()
+    state = tx.init(params)
+    grads = gradients_like(params)
+    grads["dense"]["bias"] = jnp.zeros(5)
+    with pytest.raises(ValueError, match=r"\['dense'\]\['bias'\]"):
+        tx.update(grads, state, params)
+    del grads["dense"]["bias"]
+    with pytest.raises(ValueError, match="bias"):
+        tx.update(grads, state, params)
+
+
+def test_integer_params_are_rejected(case):
+    tx = case.make_transform()
+    with pytest.raises(TypeError, match=r"\['steps'\].*int32"):
+        tx.init({"w": jnp.ones(3), "steps": jnp.arange(3, dtype=jnp.int32)})
