@@ -1,0 +1,53 @@
+"""``python -m parity``: run the catalog and print the coverage table.
+
+    python -m parity                       # every case, both dtypes
+    python -m parity --optimizer adam sgd  # some families
+    python -m parity --dtype float64 --quick
+    python -m parity --report-dir reports/ # also a Markdown summary and PNG plots
+
+Exit status 1 when any case is out of tolerance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from parity.report import run_catalog, write_report
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser(prog="python -m parity", description=__doc__.split("\n")[0])
+    parser.add_argument("--optimizer", nargs="+", metavar="FAMILY", help="only these families (e.g. adam sgd)")
+    parser.add_argument("--dtype", choices=("float64", "float32"), help="only this dtype")
+    parser.add_argument("--quick", action="store_true", help="one case per family (a smoke run under 2 minutes)")
+    parser.add_argument("--report-dir", metavar="DIR", help="write summary.md and PNG plots here")
+    parser.add_argument("--list", action="store_true", help="list the selected cases and exit")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = _parse(argv)
+    started = time.perf_counter()
+    results = run_catalog(families=args.optimizer, dtype=args.dtype, quick=args.quick, dry_run=args.list)
+    if args.list:
+        for case, dtype, _ in results:
+            print(f"{case.name} [{dtype}]")
+        return 0
+    if not results:
+        print("no case matches the filters", file=sys.stderr)
+        return 2
+    if args.report_dir:
+        path = write_report(results, args.report_dir)
+        print(f"\nreport written to {path}")
+    failures = sum(not report.passed for _, _, report in results)
+    print(
+        f"\nparity: {len(results) - failures} passed, {failures} failed "
+        f"({time.perf_counter() - started:.1f} s)"
+    )
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

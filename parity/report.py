@@ -1,0 +1,108 @@
+"""Running the catalog and presenting it: the coverage table, Markdown summary and plots."""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable
+
+from functional_optreg.verify import ParityReport
+from parity.case import Case, run_case
+from parity.catalog import all_cases
+
+
+def select_cases(
+    families: Iterable[str] | None = None, dtype: str | None = None, quick: bool = False
+) -> list[tuple[Case, str]]:
+    """The (case, dtype) pairs matching the filters; ``quick`` keeps the first case per family."""
+    wanted = set(families) if families else None
+    seen: set[str] = set()
+    selected = []
+    for case in all_cases():
+        if wanted is not None and case.family not in wanted:
+            continue
+        if quick:
+            if case.family in seen:
+                continue
+            seen.add(case.family)
+        for case_dtype in case.dtypes:
+            if dtype is None or case_dtype == dtype:
+                selected.append((case, case_dtype))
+    return selected
+
+
+def _row(case: Case, dtype: str, report: ParityReport) -> str:
+    first = "-" if report.first_failure is None else str(report.first_failure)
+    verdict = "pass" if report.passed else "FAIL"
+    return (
+        f"{case.name:<52} {dtype:<8} {report.max_relative_error:10.2e} "
+        f"{float(report.closeness.max()):10.3f} {first:>6} {verdict}"
+    )
+
+
+HEADER = f"{'case':<52} {'dtype':<8} {'max_rel':>10} {'max_ratio':>10} {'first':>6} verdict"
+
+
+def run_catalog(families=None, dtype=None, quick=False, dry_run=False, echo=print):
+    """Run the selected cases, printing one table row per run; returns (case, dtype, report)."""
+    selected = select_cases(families, dtype, quick)
+    if dry_run:
+        return [(case, case_dtype, None) for case, case_dtype in selected]
+    echo(HEADER)
+    results = []
+    for case, case_dtype in selected:
+        report = run_case(case, case_dtype)
+        echo(_row(case, case_dtype, report))
+        results.append((case, case_dtype, report))
+    return results
+
+
+def write_report(results, directory: str) -> str:
+    """Write ``summary.md`` and one error-curve PNG per family into ``directory``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(directory, exist_ok=True)
+    families: dict[str, list] = {}
+    for case, dtype, report in results:
+        families.setdefault(case.family, []).append((case, dtype, report))
+
+    lines = [
+        "# Parity report",
+        "",
+        "max_rel: largest per-leaf relative error over all steps (float64 contract: <= 1e-12).",
+        "max_ratio: largest |ours - torch| / (1e-5 + 1.3e-6 |torch|) (float32 contract: <= 1).",
+        "",
+        "| case | dtype | steps | max_rel | max_ratio | first failing step | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for case, dtype, report in results:
+        first = "-" if report.first_failure is None else str(report.first_failure)
+        lines.append(
+            f"| {case.name} | {dtype} | {report.steps} | {report.max_relative_error:.2e} | "
+            f"{float(report.closeness.max()):.3f} | {first} | {'pass' if report.passed else 'FAIL'} |"
+        )
+    lines.append("")
+    for family, rows in families.items():
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+        for ax, dtype in zip(axes, ("float64", "float32")):
+            for case, case_dtype, report in rows:
+                if case_dtype != dtype:
+                    continue
+                values = report.relative_errors if dtype == "float64" else report.closeness
+                ax.semilogy(range(1, report.steps + 1), [max(v, 1e-18) for v in values], label=case.name.split("/", 1)[1])
+            ax.axhline(1e-12 if dtype == "float64" else 1.0, color="red", linestyle="--")
+            ax.set_title(f"{family} {dtype}: " + ("relative error" if dtype == "float64" else "assert_close ratio"))
+            ax.set_xlabel("step")
+            if ax.lines:
+                ax.legend(fontsize=6)
+        fig.tight_layout()
+        image = f"{family}.png"
+        fig.savefig(os.path.join(directory, image), dpi=80)
+        plt.close(fig)
+        lines.append(f"![{family}]({image})")
+    path = os.path.join(directory, "summary.md")
+    with open(path, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,33 @@
+"""``python -m parity``: the quick run is part of the test suite; failures give exit status 1."""
+
+from __future__ import annotations
+
+import optax
+import torch
+
+from parity import __main__ as cli
+from parity import report as report_module
+from parity.case import Case
+
+
+def test_quick_run_passes_and_writes_report(tmp_path, capsys):
+    status = cli.main(["--quick", "--report-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "0 failed" in out
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| sgd/default | float64 |" in summary
+    assert (tmp_path / "adam.png").stat().st_size > 1000
+
+
+def test_filters_select_families_and_dtypes(capsys):
+    assert cli.main(["--optimizer", "adam", "--dtype", "float32", "--list"]) == 0
+    listed = capsys.readouterr().out.strip().splitlines()
+    assert listed and all(line.startswith("adam/") and line.endswith("[float32]") for line in listed)
+
+
+def test_a_wrong_case_fails_the_run(monkeypatch, capsys):
+    wrong = Case("broken/sgd_lr_off", lambda **kw: optax.sgd(0.11), torch.optim.SGD, torch_kwargs=dict(lr=0.1))
+    monkeypatch.setattr(report_module, "all_cases", lambda: [wrong])
+    assert cli.main([]) == 1
+    assert "FAIL" in capsys.readouterr().out
