@@ -66,3 +66,47 @@ def check_implementation_flags(
     del capturable, differentiable
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+
+
+def check_alpha(alpha: Any) -> None:
+    """RMSprop's smoothing constant: torch only requires ``alpha >= 0``."""
+    require(alpha, lambda v: v >= 0.0, f"Invalid alpha value: {alpha}")
+
+
+def check_rho(rho: Any) -> None:
+    """Adadelta's decay rate: ``0 <= rho <= 1``."""
+    require(rho, lambda v: 0.0 <= v <= 1.0, f"Invalid rho value: {rho}")
+
+
+def check_lr_decay(lr_decay: Any) -> None:
+    require(lr_decay, lambda v: v >= 0.0, f"Invalid lr_decay value: {lr_decay}")
+
+
+def check_initial_accumulator_value(initial_accumulator_value: Any) -> None:
+    require(
+        initial_accumulator_value,
+        lambda v: v >= 0.0,
+        f"Invalid initial_accumulator_value value: {initial_accumulator_value}",
+    )
+
+
+def check_fused_not_differentiable(fused: bool | None, differentiable: bool) -> None:
+    """Torch's fused kernels are not differentiable; the constructor rejects the pair first."""
+    if fused and differentiable:
+        raise RuntimeError("`fused` does not support `differentiable`")
+
+
+def check_momentum_decay(momentum_decay: Any) -> None:
+    """NAdam's momentum decay: torch only requires ``momentum_decay >= 0``."""
+    require(momentum_decay, lambda v: v >= 0.0, f"Invalid momentum_decay value: {momentum_decay}")
+
+
+def check_rprop_etas(etas: Any) -> None:
+    """Rprop's step-size factors: ``0 < etaminus < 1 < etaplus``, reported together as torch does."""
+    if len(etas) != 2:
+        raise ValueError(f"etas must be a pair (etaminus, etaplus), got {etas!r}")
+    etaminus, etaplus = etas
+    if any(is_traced(eta) for eta in etas):
+        return
+    if not 0.0 < float(np.asarray(etaminus)) < 1.0 < float(np.asarray(etaplus)):
+        raise ValueError(f"Invalid eta values: {etaminus}, {etaplus}")

@@ -1,0 +1,171 @@
+"""fo.adagrad: signature, validation, state contents and torch's lr_decay / accumulator rules."""
+
+from __future__ import annotations
+
+import inspect
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+
+import functional_optreg as fo
+
+
+def test_signature_matches_torch():
+    ours = list(inspect.signature(fo.adagrad).parameters.values())
+    theirs = list(inspect.signature(torch.optim.Adagrad.__init__).parameters.values())[2:]
+    assert [(p.name, p.kind, p.default) for p in ours] == [
+        (p.name, p.kind, p.default) for p in theirs
+    ]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(lr=-0.1), "Invalid learning rate: -0.1"),
+        (dict(lr_decay=-0.5), "Invalid lr_decay value: -0.5"),
+        (dict(weight_decay=-0.1), "Invalid weight_decay value: -0.1"),
+        (dict(initial_accumulator_value=-1.0), "Invalid initial_accumulator_value value: -1.0"),
+        (dict(eps=-1e-10), "Invalid epsilon value: -1e-10"),
+        (dict(lr_decay=-1.0, eps=-1.0), "Invalid lr_decay value: -1.0"),
+        (
+            dict(initial_accumulator_value=-1.0, eps=-1.0),
+            "Invalid initial_accumulator_value value: -1.0",
+        ),
+    ],
+)
+def test_validation_messages_match_torch(kwargs, message):
+    with pytest.raises(ValueError) as ours:
+        fo.adagrad(**kwargs)
+    with pytest.raises(ValueError) as theirs:
+        torch.optim.Adagrad([torch.zeros(1, requires_grad=True)], **kwargs)
+    assert str(ours.value) == str(theirs.value) == message
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(fused=True, differentiable=True),
+        dict(fused=True, foreach=True),
+        dict(fused=True, foreach=True, differentiable=True),
+    ],
+)
+def test_rejected_flag_combinations_match_torch(kwargs):
+    with pytest.raises(RuntimeError) as ours:
+        fo.adagrad(**kwargs)
+    with pytest.raises(RuntimeError) as theirs:
+        torch.optim.Adagrad([torch.zeros(1, requires_grad=True)], **kwargs)
+    assert str(ours.value) == str(theirs.value)
+
+
+def test_sum_starts_at_initial_accumulator_value():
+    params = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3, jnp.bfloat16)}
+    state = fo.adagrad(initial_accumulator_value=0.25).init(params)
+    np.testing.assert_array_equal(state.sum["w"], np.full((2, 3), 0.25, np.float32))
+    assert state.sum["b"].dtype == jnp.bfloat16
+    assert set(state._fields) == {"step", "sum"}
+
+
+def _run_both(kwargs, steps=5):
+    rng = np.random.default_rng(0)
+    start = {"b": np.zeros(3), "w": rng.normal(size=(2, 3))}
+    grads = [{k: rng.normal(size=v.shape) for k, v in start.items()} for _ in range(steps)]
+    tensors = {k: torch.tensor(v, requires_grad=True) for k, v in start.items()}
+    optimizer = torch.optim.Adagrad(list(tensors.values()), **kwargs)
+    with jax.enable_x64(True):
+        tx = fo.adagrad(**kwargs)
+        params = jax.tree.map(jnp.asarray, start)
+        state = tx.init(params)
+        for g in grads:
+            for k, t in tensors.items():
+                t.grad = torch.tensor(g[k])
+            optimizer.step()
+            updates, state = tx.update(jax.tree.map(jnp.asarray, g), state, params)
+            params = optax.apply_updates(params, updates)
+        ours = jax.tree.map(np.asarray, state._asdict())
+    return ours, {k: optimizer.state[t] for k, t in tensors.items()}, params, tensors
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(),
+        dict(lr=0.1, lr_decay=0.3, initial_accumulator_value=0.5),
+        dict(lr=0.1, weight_decay=0.2, eps=0.1, maximize=True),
+    ],
+)
+def test_state_matches_torch_key_by_key(kwargs):
+    ours, theirs, params, tensors = _run_both(kwargs)
+    for name, torch_state in theirs.items():
+        assert set(ours) == set(torch_state)
+        np.testing.assert_allclose(ours["sum"][name], torch_state["sum"].numpy(), rtol=1e-13)
+        assert int(ours["step"]) == int(torch_state["step"])
+        np.testing.assert_allclose(params[name], tensors[name].detach().numpy(), rtol=1e-13)
+
+
+def test_lr_decay_divides_by_one_plus_previous_steps():
+    # sum_t = 1e12 + t·g², so update_t · sqrt(sum_t) = −lr · g / (1 + (t − 1)·d).
+    lr, decay = 1.0, 0.5
+    tx = fo.adagrad(lr=lr, lr_decay=decay, initial_accumulator_value=1e12, eps=0.0)
+    with jax.enable_x64(True):
+        params = {"w": jnp.zeros(1)}
+        state = tx.init(params)
+        for t in range(1, 5):
+            updates, state = tx.update({"w": jnp.full(1, 1e6)}, state, params)
+            expected = -lr * 1e6 / (1 + (t - 1) * decay)
+            scaled = updates["w"] * np.sqrt(1e12 + t * 1e12)
+            np.testing.assert_allclose(scaled, [expected], rtol=1e-12)
+
+
+def test_lr_decay_composes_with_a_schedule():
+    schedule = lambda count: 0.1 * (count + 1.0)  # noqa: E731
+    tx = fo.adagrad(lr=schedule, lr_decay=1.0, initial_accumulator_value=1.0, eps=0.0)
+    params = {"w": jnp.zeros(1)}
+    state = tx.init(params)
+    _, state = tx.update({"w": jnp.zeros(1)}, state, params)
+    updates, _ = tx.update({"w": jnp.ones(1)}, state, params)
+    # Step 2: lr = 0.2 (schedule at count 1), decayed by 1 + 1·1, sum = 1 + 0 + 1.
+    np.testing.assert_allclose(updates["w"], [-0.2 / 2.0 / np.sqrt(2.0)], rtol=1e-6)
+
+
+def test_eps_is_added_after_the_square_root():
+    g, eps = 1e-5, 1e-5
+    tx = fo.adagrad(lr=1.0, eps=eps)
+    params = {"w": jnp.zeros(1)}
+    updates, _ = tx.update({"w": jnp.full(1, g)}, tx.init(params), params)
+    np.testing.assert_allclose(updates["w"], [-g / (g + eps)], rtol=1e-5)
+
+
+def test_weight_decay_needs_params():
+    tx = fo.adagrad(weight_decay=0.1)
+    params = {"w": jnp.ones(2)}
+    with pytest.raises(ValueError, match="adagrad needs the current parameters for weight_decay"):
+        tx.update({"w": jnp.ones(2)}, tx.init(params))
+
+
+def test_implementation_flags_have_no_effect():
+    params = {"w": jnp.array([0.5, -1.0])}
+    grads = {"w": jnp.array([0.2, 0.7])}
+    plain = fo.adagrad(lr=0.1, lr_decay=0.1)
+    for flags in (dict(foreach=True), dict(fused=True), dict(differentiable=True)):
+        flagged = fo.adagrad(lr=0.1, lr_decay=0.1, **flags)
+        a, _ = plain.update(grads, plain.init(params), params)
+        b, _ = flagged.update(grads, flagged.init(params), params)
+        np.testing.assert_array_equal(a["w"], b["w"])
+
+
+def test_inject_hyperparams_under_jit():
+    tx = optax.inject_hyperparams(fo.adagrad)(lr=0.1, lr_decay=0.0, initial_accumulator_value=0.5)
+    params = {"w": jnp.array([0.5, -1.0])}
+    grads = {"w": jnp.array([0.2, 0.7])}
+    state = tx.init(params)
+    step = jax.jit(tx.update)
+    reference = fo.adagrad(lr=0.1, initial_accumulator_value=0.5)
+    ref_state = reference.init(params)
+    for _ in range(3):
+        updates, state = step(grads, state, params)
+        expected, ref_state = reference.update(grads, ref_state, params)
+        np.testing.assert_allclose(updates["w"], expected["w"], rtol=1e-6)

@@ -1,0 +1,125 @@
+"""fo.adamax: signature, validation, state contents and the infinity-norm rule."""
+
+from __future__ import annotations
+
+import inspect
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+
+import functional_optreg as fo
+
+
+def test_signature_matches_torch():
+    ours = list(inspect.signature(fo.adamax).parameters.values())
+    theirs = list(inspect.signature(torch.optim.Adamax.__init__).parameters.values())[2:]
+    assert [(p.name, p.kind, p.default) for p in ours] == [
+        (p.name, p.kind, p.default) for p in theirs
+    ]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(lr=-0.1), "Invalid learning rate: -0.1"),
+        (dict(eps=-1e-8), "Invalid epsilon value: -1e-08"),
+        (dict(betas=(1.0, 0.999)), "Invalid beta parameter at index 0: 1.0"),
+        (dict(betas=(0.9, -0.1)), "Invalid beta parameter at index 1: -0.1"),
+        (dict(weight_decay=-0.1), "Invalid weight_decay value: -0.1"),
+        (dict(eps=-1.0, betas=(2.0, 0.9)), "Invalid epsilon value: -1.0"),
+    ],
+)
+def test_validation_messages_match_torch(kwargs, message):
+    with pytest.raises(ValueError) as ours:
+        fo.adamax(**kwargs)
+    with pytest.raises(ValueError) as theirs:
+        torch.optim.Adamax([torch.zeros(1, requires_grad=True)], **kwargs)
+    assert str(ours.value) == str(theirs.value) == message
+
+
+def _run_both(kwargs, steps=5):
+    rng = np.random.default_rng(0)
+    start = {"b": np.zeros(3), "w": rng.normal(size=(2, 3))}
+    grads = [{k: rng.normal(size=v.shape) for k, v in start.items()} for _ in range(steps)]
+    tensors = {k: torch.tensor(v, requires_grad=True) for k, v in start.items()}
+    optimizer = torch.optim.Adamax(list(tensors.values()), **kwargs)
+    with jax.enable_x64(True):
+        tx = fo.adamax(**kwargs)
+        params = jax.tree.map(jnp.asarray, start)
+        state = tx.init(params)
+        for g in grads:
+            for k, t in tensors.items():
+                t.grad = torch.tensor(g[k])
+            optimizer.step()
+            updates, state = tx.update(jax.tree.map(jnp.asarray, g), state, params)
+            params = optax.apply_updates(params, updates)
+        ours = jax.tree.map(np.asarray, state._asdict())
+    return ours, {k: optimizer.state[t] for k, t in tensors.items()}, params, tensors
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(), dict(lr=0.05, betas=(0.3, 0.5), eps=0.5), dict(weight_decay=0.2, maximize=True)],
+)
+def test_state_matches_torch_key_by_key(kwargs):
+    ours, theirs, params, tensors = _run_both(kwargs)
+    for name, torch_state in theirs.items():
+        assert set(ours) == set(torch_state)
+        for key in ("exp_avg", "exp_inf"):
+            np.testing.assert_allclose(ours[key][name], torch_state[key].numpy(), rtol=1e-13)
+        assert int(ours["step"]) == int(torch_state["step"])
+        np.testing.assert_allclose(params[name], tensors[name].detach().numpy(), rtol=1e-13)
+
+
+def test_eps_enters_the_maximum_and_decays_with_beta2():
+    tx = fo.adamax(lr=1.0, betas=(0.0, 0.5), eps=1.0)
+    params = {"w": jnp.zeros(1)}
+    state = tx.init(params)
+    _, state = tx.update({"w": jnp.full(1, 3.0)}, state, params)
+    np.testing.assert_allclose(state.exp_inf["w"], [3.0 + 1.0])
+    # 0.5 · 4 = 2 beats |0.5| + 1 = 1.5: the remembered eps keeps decaying with beta2.
+    updates, state = tx.update({"w": jnp.full(1, 0.5)}, state, params)
+    np.testing.assert_allclose(state.exp_inf["w"], [2.0])
+    np.testing.assert_allclose(updates["w"], [-0.5 / 2.0])
+
+
+def test_only_the_first_moment_is_bias_corrected():
+    # First step: exp_avg = (1 − β1)·g, corrected back to g; exp_inf = |g| + eps, uncorrected.
+    g, eps = 2.0, 0.5
+    tx = fo.adamax(lr=0.1, betas=(0.9, 0.999), eps=eps)
+    params = {"w": jnp.zeros(1)}
+    updates, _ = tx.update({"w": jnp.full(1, g)}, tx.init(params), params)
+    np.testing.assert_allclose(updates["w"], [-0.1 * g / (g + eps)], rtol=1e-6)
+
+
+def test_beta_schedules_are_read_per_step():
+    tx = fo.adamax(lr=1.0, betas=(lambda count: jnp.where(count == 0, 0.0, 0.5), 0.0), eps=0.0)
+    params = {"w": jnp.zeros(1)}
+    state = tx.init(params)
+    _, state = tx.update({"w": jnp.full(1, 4.0)}, state, params)
+    np.testing.assert_allclose(state.exp_avg["w"], [4.0])
+    updates, state = tx.update({"w": jnp.full(1, 2.0)}, state, params)
+    # exp_avg = lerp(4, 2, 0.5) = 3, bias correction 1 − 0.5² = 0.75, exp_inf = 2.
+    np.testing.assert_allclose(state.exp_avg["w"], [3.0])
+    np.testing.assert_allclose(updates["w"], [-(1.0 / 0.75) * 3.0 / 2.0], rtol=1e-6)
+
+
+def test_weight_decay_needs_params():
+    tx = fo.adamax(weight_decay=0.1)
+    params = {"w": jnp.ones(2)}
+    with pytest.raises(ValueError, match="adamax needs the current parameters for weight_decay"):
+        tx.update({"w": jnp.ones(2)}, tx.init(params))
+
+
+def test_implementation_flags_have_no_effect():
+    params = {"w": jnp.array([0.5, -1.0])}
+    grads = {"w": jnp.array([0.2, 0.7])}
+    plain = fo.adamax()
+    flagged = fo.adamax(foreach=True, capturable=True, differentiable=True)
+    a, _ = plain.update(grads, plain.init(params), params)
+    b, _ = flagged.update(grads, flagged.init(params), params)
+    np.testing.assert_array_equal(a["w"], b["w"])
