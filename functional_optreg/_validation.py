@@ -61,9 +61,12 @@ def check_implementation_flags(
     """Accept torch's implementation-selection flags, which have no effect under XLA.
 
     They exist so that a configuration copied from torch code constructs unchanged; XLA fuses
-    the update whatever they say. The only combination torch rejects is rejected too.
+    the update whatever they say. The combinations torch rejects are rejected too, in torch's
+    order.
     """
-    del capturable, differentiable
+    del capturable
+    if fused and differentiable:
+        raise RuntimeError("`fused` does not support `differentiable`")
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
 
@@ -88,12 +91,6 @@ def check_initial_accumulator_value(initial_accumulator_value: Any) -> None:
         lambda v: v >= 0.0,
         f"Invalid initial_accumulator_value value: {initial_accumulator_value}",
     )
-
-
-def check_fused_not_differentiable(fused: bool | None, differentiable: bool) -> None:
-    """Torch's fused kernels are not differentiable; the constructor rejects the pair first."""
-    if fused and differentiable:
-        raise RuntimeError("`fused` does not support `differentiable`")
 
 
 def check_momentum_decay(momentum_decay: Any) -> None:

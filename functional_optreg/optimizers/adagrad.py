@@ -82,7 +82,6 @@ def adagrad(
     _validation.check_weight_decay(weight_decay)
     _validation.check_initial_accumulator_value(initial_accumulator_value)
     _validation.check_eps(eps)
-    _validation.check_fused_not_differentiable(fused, differentiable)
     _validation.check_implementation_flags(
         foreach=foreach, fused=fused, differentiable=differentiable
     )
