@@ -352,3 +352,44 @@ def quadratic_losses(params: Any, seed: int = 0, noise: float = 0.1, steps: int 
         return total
 
     return LossPair(torch_loss, jax_loss)
+
+
+def torch_float32_drift(
+    torch_optimizer: Callable[[list], Any],
+    params: Any,
+    gradient: GradientFn | None = None,
+    *,
+    steps: int = 50,
+    torch_scheduler: Callable[[Any], Any] | None = None,
+) -> np.ndarray:
+    """How far torch's own float32 run drifts from its float64 run, per step.
+
+    Returns the per-step ``assert_close`` ratio (see :class:`ParityReport.closeness`) of torch in
+    float32 against torch in float64 on the same gradient stream. A ratio near or above 1 means
+    the configuration is ill-conditioned in float32: no implementation can track torch's float32
+    trajectory within ``assert_close`` there, and only the float64 check is meaningful.
+    """
+    import torch
+
+    leaves64 = [np.asarray(leaf, dtype=np.float64) for leaf in jax.tree.leaves(params)]
+    if gradient is None:
+        gradient = quadratic_gradients(leaves64)
+    runs = {}
+    for dtype in (np.float64, np.float32):
+        tensors = [torch.tensor(leaf.astype(dtype), requires_grad=True) for leaf in leaves64]
+        optimizer = torch_optimizer(tensors)
+        scheduler = torch_scheduler(optimizer) if torch_scheduler is not None else None
+        trajectory = []
+        for step in range(steps):
+            current = [t.detach().numpy().copy() for t in tensors]
+            for tensor, grad in zip(tensors, gradient(step, current)):
+                tensor.grad = torch.from_numpy(np.ascontiguousarray(grad))
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            trajectory.append([t.detach().numpy().copy() for t in tensors])
+        runs[dtype] = trajectory
+    return np.asarray([
+        max(_closeness(low, high) for low, high in zip(step32, step64))
+        for step32, step64 in zip(runs[np.float32], runs[np.float64])
+    ])

@@ -94,3 +94,10 @@ def test_table_lists_failures():
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         verify.compare(lambda ps: torch.optim.SGD(ps, lr=0.1), fo.sgd(0.1), default_params(), **kwargs)
+
+
+def test_torch_float32_drift_flags_ill_conditioned_configurations():
+    well = verify.torch_float32_drift(lambda ps: torch.optim.Adam(ps, lr=1e-3), default_params(), steps=50)
+    ill = verify.torch_float32_drift(lambda ps: torch.optim.Adadelta(ps, rho=0.0, eps=1e-4), default_params(), steps=50)
+    assert well.shape == (50,) and well.max() < 0.5
+    assert ill.max() > 1.0
