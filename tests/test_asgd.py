@@ -1,0 +1,188 @@
+"""fo.asgd beyond the parity catalog: the averaged parameters, eta and mu against torch's state.
+
+The parity engine compares parameters only, and ASGD's parameters do not depend on ``t0``: the
+average ``ax`` (what ASGD users evaluate) is checked here, step by step, for every parity case.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import functional_optreg as fo
+from functional_optreg import verify
+from parity.cases.asgd import CASES
+
+torch = pytest.importorskip("torch")
+
+
+def _side_by_side(case, dtype, steps=60):
+    """Run torch and ours from the same start; per step, torch's state, our state and params."""
+    with jax.enable_x64(dtype == "float64"):
+        leaves, treedef = jax.tree.flatten(case.params())
+        leaves = [np.asarray(leaf, dtype) for leaf in leaves]
+        gradient = verify.quadratic_gradients(leaves)
+        tensors = [torch.tensor(leaf, requires_grad=True) for leaf in leaves]
+        optimizer = case.make_torch(tensors)
+        scheduler = case.torch_scheduler(optimizer) if case.torch_scheduler else None
+        tx = case.make_transform()
+        params = treedef.unflatten([jnp.asarray(leaf) for leaf in leaves])
+        state = tx.init(params)
+
+        @jax.jit
+        def step(params, state, grads):
+            updates, state = tx.update(grads, state, params)
+            return optax.apply_updates(params, updates), state
+
+        history = []
+        for index in range(steps):
+            current = [t.detach().numpy().copy() for t in tensors]
+            for tensor, grad in zip(tensors, gradient(index, current)):
+                tensor.grad = torch.from_numpy(np.ascontiguousarray(grad))
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            ours_now = [np.asarray(leaf) for leaf in jax.tree.leaves(params)]
+            grads = treedef.unflatten([jnp.asarray(g) for g in gradient(index, ours_now)])
+            params, state = step(params, state, grads)
+            theirs = [
+                {key: value.detach().numpy().copy() for key, value in optimizer.state[t].items()}
+                for t in tensors
+            ]
+            history.append((theirs, jax.tree.map(np.asarray, state), jax.tree.map(np.asarray, params)))
+        return history
+
+
+def test_signature_matches_torch():
+    ours = inspect.signature(fo.asgd).parameters
+    theirs = dict(inspect.signature(torch.optim.ASGD.__init__).parameters)
+    del theirs["self"], theirs["params"]
+    assert list(ours) == list(theirs)
+    for name, parameter in theirs.items():
+        assert ours[name].kind == parameter.kind, name
+        assert ours[name].default == parameter.default, name
+
+
+@pytest.mark.parametrize("kwargs", [dict(lr=-0.5), dict(weight_decay=-1e-4)])
+def test_validation_messages_match_torch(kwargs):
+    with pytest.raises(ValueError) as theirs:
+        torch.optim.ASGD([torch.zeros(1, requires_grad=True)], **kwargs)
+    with pytest.raises(ValueError, match=f"^{re.escape(str(theirs.value))}$"):
+        fo.asgd(**kwargs)
+
+
+def test_torch_accepts_what_we_accept():
+    """Torch does not validate lambd, alpha or t0; neither do we."""
+    torch.optim.ASGD([torch.zeros(1, requires_grad=True)], lambd=-1.0, alpha=-2.0, t0=-3.0)
+    fo.asgd(lambd=-1.0, alpha=-2.0, t0=-3.0)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
+def test_average_eta_and_mu_match_torch_float64(case):
+    for index, (theirs, ours, _) in enumerate(_side_by_side(case, "float64")):
+        assert int(ours.step) == index + 1
+        assert ours.eta.dtype == np.float32 and ours.mu.dtype == np.float32
+        for torch_state in theirs:
+            # Both sides keep float32 scalars computed from the same double: equal to the bit.
+            assert ours.eta == torch_state["eta"], f"eta at step {index + 1}"
+            assert ours.mu == torch_state["mu"], f"mu at step {index + 1}"
+        for leaf, torch_state in zip(jax.tree.leaves(fo.asgd_averaged_params(ours)), theirs):
+            scale = np.max(np.abs(torch_state["ax"]))
+            error = np.max(np.abs(leaf - torch_state["ax"]))
+            assert error <= verify.FLOAT64_RTOL * scale, f"ax at step {index + 1}: {error / scale:.2e}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
+def test_average_eta_and_mu_match_torch_float32(case):
+    for index, (theirs, ours, _) in enumerate(_side_by_side(case, "float32")):
+        for torch_state in theirs:
+            torch.testing.assert_close(torch.tensor(ours.eta), torch.tensor(torch_state["eta"]))
+            torch.testing.assert_close(torch.tensor(ours.mu), torch.tensor(torch_state["mu"]))
+        for leaf, torch_state in zip(jax.tree.leaves(fo.asgd_averaged_params(ours)), theirs):
+            torch.testing.assert_close(
+                torch.tensor(leaf), torch.tensor(torch_state["ax"]), msg=f"ax at step {index + 1}"
+            )
+
+
+@pytest.mark.parametrize("t0", [20, 20.5])
+def test_average_is_the_iterate_then_a_running_mean(t0):
+    """Derived from our own trajectory: ax = iterate up to update t0 + 2, then the mean since."""
+    case = next(case for case in CASES if case.name == "asgd/t0")
+    case = type(case)(case.name, case.ours, case.torch, dict(case.kwargs, t0=t0))
+    history = _side_by_side(case, "float64", steps=40)
+    iterates = [jax.tree.leaves(params) for _, _, params in history]
+    for index, (_, ours, _) in enumerate(history):
+        update = index + 1
+        averaged = jax.tree.leaves(fo.asgd_averaged_params(ours))
+        if update <= t0 + 2:
+            # ax copies the iterate as computed, p·(1 − λη) − ηg; the parameters are
+            # p + (that − p), which can differ in the last bits.
+            for a, p in zip(averaged, iterates[index]):
+                np.testing.assert_allclose(a, p, rtol=1e-12, atol=0)
+        elif float(t0).is_integer():
+            first = int(t0) + 2
+            for leaf_index, a in enumerate(averaged):
+                mean = np.mean([iterates[k][leaf_index] for k in range(first - 1, update)], axis=0)
+                # mu = 1/k is a float32 (as in torch): the weights are 1/k to 6e-8 only.
+                np.testing.assert_allclose(a, mean, rtol=1e-7, atol=1e-9)
+        else:
+            assert not all(np.allclose(a, p, rtol=1e-6, atol=0) for a, p in zip(averaged, iterates[index]))
+
+
+def test_eta_uses_the_previous_updates_learning_rate():
+    """Torch's order: update t steps with eta computed at the end of update t - 1."""
+    schedule = lambda count: 0.1 * 0.5**count  # noqa: E731
+    lambd, alpha = 0.5, 0.75
+    tx = fo.asgd(lr=schedule, lambd=lambd, alpha=alpha)
+    params = {"w": jnp.zeros(1)}
+    state = tx.init(params)
+    expected_etas = [0.1]  # the first update uses the learning rate at initialisation
+    for count in range(4):
+        np.testing.assert_allclose(state.eta, expected_etas[-1], rtol=1e-6)
+        updates, state = tx.update({"w": jnp.ones(1)}, state, params)
+        np.testing.assert_allclose(updates["w"], -np.float32(expected_etas[-1]), rtol=1e-6)
+        lr = schedule(count)
+        expected_etas.append(lr / (1 + lambd * lr * (count + 1)) ** alpha)
+
+
+def test_averaged_params_inside_a_chain():
+    tx = optax.chain(optax.clip(1.0), fo.asgd(lr=0.1, t0=0))
+    params = {"w": jnp.ones(3)}
+    state = tx.init(params)
+    for _ in range(4):
+        updates, state = tx.update({"w": jnp.ones(3)}, state, params)
+        params = optax.apply_updates(params, updates)
+    np.testing.assert_array_equal(fo.asgd_averaged_params(state)["w"], state[1].ax["w"])
+
+
+def test_averaged_params_rejects_ambiguous_or_missing_state():
+    params = {"w": jnp.ones(3)}
+    with pytest.raises(ValueError, match="found 0"):
+        fo.asgd_averaged_params(optax.sgd(0.1).init(params))
+    two = optax.chain(fo.asgd(), fo.asgd()).init(params)
+    with pytest.raises(ValueError, match="found 2"):
+        fo.asgd_averaged_params(two)
+
+
+def test_update_needs_params():
+    tx = fo.asgd()
+    params = {"w": jnp.ones(2)}
+    with pytest.raises(ValueError, match="asgd needs the current parameters"):
+        tx.update({"w": jnp.ones(2)}, tx.init(params))
+
+
+def test_scalars_stay_float32_for_float64_params():
+    with jax.enable_x64(True):
+        tx = fo.asgd(lr=0.1, t0=0)
+        params = {"w": jnp.ones(2, jnp.float64)}
+        state = tx.init(params)
+        for _ in range(3):
+            updates, state = jax.jit(tx.update)({"w": jnp.ones(2, jnp.float64)}, state, params)
+        assert state.eta.dtype == jnp.float32 and state.mu.dtype == jnp.float32
+        assert state.ax["w"].dtype == jnp.float64 and updates["w"].dtype == jnp.float64

@@ -1,0 +1,182 @@
+"""fo.rprop beyond the parity catalog: signature, validation, state against torch, sign logic."""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import functional_optreg as fo
+from functional_optreg import verify
+from parity.case import default_params
+from parity.cases.rprop import CASES
+
+torch = pytest.importorskip("torch")
+
+
+def _side_by_side(case, dtype, steps=60):
+    """Run torch and ours from the same start; per step, torch's state and ours, as NumPy."""
+    with jax.enable_x64(dtype == "float64"):
+        leaves, treedef = jax.tree.flatten(case.params())
+        leaves = [np.asarray(leaf, dtype) for leaf in leaves]
+        gradient = verify.quadratic_gradients(leaves)
+        tensors = [torch.tensor(leaf, requires_grad=True) for leaf in leaves]
+        optimizer = case.make_torch(tensors)
+        scheduler = case.torch_scheduler(optimizer) if case.torch_scheduler else None
+        tx = case.make_transform()
+        params = treedef.unflatten([jnp.asarray(leaf) for leaf in leaves])
+        state = tx.init(params)
+
+        @jax.jit
+        def step(params, state, grads):
+            updates, state = tx.update(grads, state, params)
+            return optax.apply_updates(params, updates), state
+
+        history = []
+        for index in range(steps):
+            current = [t.detach().numpy().copy() for t in tensors]
+            for tensor, grad in zip(tensors, gradient(index, current)):
+                tensor.grad = torch.from_numpy(np.ascontiguousarray(grad))
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            ours_now = [np.asarray(leaf) for leaf in jax.tree.leaves(params)]
+            grads = treedef.unflatten([jnp.asarray(g) for g in gradient(index, ours_now)])
+            params, state = step(params, state, grads)
+            theirs = [
+                {key: value.detach().numpy().copy() for key, value in optimizer.state[t].items()}
+                for t in tensors
+            ]
+            history.append((theirs, jax.tree.map(np.asarray, state)))
+        return history
+
+
+def test_signature_matches_torch():
+    ours = inspect.signature(fo.rprop).parameters
+    theirs = dict(inspect.signature(torch.optim.Rprop.__init__).parameters)
+    del theirs["self"], theirs["params"]
+    assert list(ours) == list(theirs)
+    for name, parameter in theirs.items():
+        assert ours[name].kind == parameter.kind, name
+        assert ours[name].default == parameter.default, name
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(lr=-1e-3),
+        dict(etas=(0.0, 1.2)),
+        dict(etas=(1.0, 1.2)),
+        dict(etas=(0.5, 1.0)),
+        dict(etas=(0.5, 0.9)),
+        dict(etas=(-0.5, 2.0)),
+    ],
+)
+def test_validation_messages_match_torch(kwargs):
+    with pytest.raises(ValueError) as theirs:
+        torch.optim.Rprop([torch.zeros(1, requires_grad=True)], **kwargs)
+    with pytest.raises(ValueError, match=f"^{re.escape(str(theirs.value))}$"):
+        fo.rprop(**kwargs)
+
+
+def test_etas_must_be_a_pair():
+    with pytest.raises(ValueError, match="pair"):
+        fo.rprop(etas=(0.5,))
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_state_matches_torch_bitwise(case, dtype):
+    """Rprop's arithmetic is products of exact factors and a clamp: the state agrees to the bit."""
+    for index, (theirs, ours) in enumerate(_side_by_side(case, dtype)):
+        assert int(ours.step) == index + 1
+        for key in ("prev", "step_size"):
+            for leaf, torch_state in zip(jax.tree.leaves(getattr(ours, key)), theirs):
+                np.testing.assert_array_equal(leaf, torch_state[key], err_msg=f"{key} at step {index + 1}")
+
+
+def test_both_clamps_are_reached():
+    """The clamp case hits the minimum and the maximum step size (else it would test nothing)."""
+    case = next(case for case in CASES if case.name == "rprop/step_sizes_both_clamps")
+    low, high = case.kwargs["step_sizes"]
+    sizes = np.concatenate(
+        [np.ravel(leaf) for _, ours in _side_by_side(case, "float64") for leaf in jax.tree.leaves(ours.step_size)]
+    )
+    assert np.any(sizes == low) and np.any(sizes == high)
+
+
+def test_sign_flip_zeroes_the_gradient_and_skips_the_move():
+    tx = fo.rprop(lr=0.1, etas=(0.5, 2.0))
+    params = {"w": jnp.zeros(4)}
+    state = tx.init(params)
+    updates, state = tx.update({"w": jnp.array([1.0, 1.0, -2.0, 3.0])}, state, params)
+    np.testing.assert_allclose(updates["w"], -0.1 * np.sign([1.0, 1.0, -2.0, 3.0]), rtol=1e-6)
+    # Same sign, flip, flip, zero gradient.
+    updates, state = tx.update({"w": jnp.array([2.0, -1.0, 5.0, 0.0])}, state, params)
+    np.testing.assert_allclose(state.step_size["w"], [0.2, 0.05, 0.05, 0.1], rtol=1e-6)
+    np.testing.assert_allclose(updates["w"], [-0.2, 0.0, 0.0, 0.0], rtol=1e-6, atol=0)
+    np.testing.assert_array_equal(state.prev["w"], [2.0, 0.0, 0.0, 0.0])
+    # After a flip, prev is 0: the factor is 1 and the step is taken with the shrunk size.
+    updates, state = tx.update({"w": jnp.array([1.0, -1.0, -1.0, 1.0])}, state, params)
+    np.testing.assert_allclose(state.step_size["w"], [0.4, 0.05, 0.05, 0.1], rtol=1e-6)
+    np.testing.assert_allclose(updates["w"], [-0.4, 0.05, 0.05, -0.1], rtol=1e-6)
+
+
+def test_maximize_flips_the_step():
+    params = {"w": jnp.zeros(2)}
+    grads = {"w": jnp.array([1.0, -3.0])}
+    down, _ = fo.rprop(lr=0.1).update(grads, fo.rprop(lr=0.1).init(params), params)
+    up, _ = fo.rprop(lr=0.1, maximize=True).update(grads, fo.rprop(lr=0.1).init(params), params)
+    np.testing.assert_array_equal(up["w"], -down["w"])
+
+
+def test_inverted_step_sizes_give_the_maximum_like_torch():
+    tensor = torch.zeros(3, requires_grad=True)
+    optimizer = torch.optim.Rprop([tensor], lr=0.5, step_sizes=(0.3, 0.1))
+    tensor.grad = torch.tensor([1.0, -1.0, 2.0])
+    optimizer.step()
+    tx = fo.rprop(lr=0.5, step_sizes=(0.3, 0.1))
+    params = {"w": jnp.zeros(3)}
+    _, state = tx.update({"w": jnp.array([1.0, -1.0, 2.0])}, tx.init(params), params)
+    np.testing.assert_array_equal(state.step_size["w"], optimizer.state[tensor]["step_size"].numpy())
+
+
+def test_lr_schedule_only_sets_the_initial_step_size():
+    schedule = lambda count: 0.05 * 0.5**count  # noqa: E731
+    params = {k: jnp.asarray(v, jnp.float32) for k, v in default_params()["dense"].items()}
+    scheduled, constant = fo.rprop(lr=schedule), fo.rprop(lr=0.05)
+    s1, s2 = scheduled.init(params), constant.init(params)
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
+        u1, s1 = scheduled.update(grads, s1, params)
+        u2, s2 = constant.update(grads, s2, params)
+        for a, b in zip(jax.tree.leaves(u1), jax.tree.leaves(u2)):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_state_after_init_holds_lr_and_zeros():
+    params = {"a": jnp.ones((2, 3)), "b": jnp.ones(4, jnp.bfloat16)}
+    state = fo.rprop(lr=0.25).init(params)
+    assert state.step_size["b"].dtype == jnp.bfloat16
+    np.testing.assert_array_equal(state.step_size["a"], np.full((2, 3), 0.25))
+    np.testing.assert_array_equal(state.prev["a"], np.zeros((2, 3)))
+    assert int(state.step) == 0
+
+
+def test_vmap_over_a_batch_of_problems():
+    tx = fo.rprop(lr=0.1)
+    params = jnp.zeros((5, 3))
+    grads = [jnp.asarray(np.random.default_rng(i).normal(size=(5, 3)), jnp.float32) for i in range(3)]
+    batched_state = jax.vmap(tx.init)(params)
+    single_states = [tx.init(p) for p in params]
+    for g in grads:
+        batched_updates, batched_state = jax.vmap(tx.update)(g, batched_state, params)
+        for row in range(5):
+            updates, single_states[row] = tx.update(g[row], single_states[row], params[row])
+            np.testing.assert_array_equal(batched_updates[row], updates)
