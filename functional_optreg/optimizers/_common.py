@@ -43,7 +43,11 @@ def map_leaves(fn: Any, grads: Any, *trees: Any) -> tuple[Any, ...]:
     ]
     results = [fn(g, *rest) for g, *rest in zip(grad_leaves, *other_leaves)]
     if not results:
-        return tuple(treedef.unflatten([]) for _ in range(len(trees) + 1))
+        # An empty tree: probe the rule on an empty leaf to learn how many outputs it has and
+        # which of them are kept (None stays None, as it would for a non-empty tree).
+        empty = jnp.zeros((0,))
+        probe = jax.eval_shape(lambda: fn(empty, *[None if tree is None else empty for tree in trees]))
+        return tuple(None if out is None else treedef.unflatten([]) for out in probe)
     outputs = []
     for index in range(len(results[0])):
         column = [result[index] for result in results]
