@@ -1,0 +1,8 @@
+"""The seed CNN's reusable pieces (the main job is ``examples/train_cnn.py``).
+
+* :mod:`~examples.seed_cnn.data` — upsampled sklearn digits, MNIST idx files, batch order.
+* :mod:`~examples.seed_cnn.model_flax` — the flax model, its params, loss and accuracy.
+* :mod:`~examples.seed_cnn.model_torch` — the same model in torch (imports torch).
+* :mod:`~examples.seed_cnn.weights` — flax ⇄ torch weight layouts.
+* :mod:`~examples.seed_cnn.parity` — side-by-side training against torch, per-step report.
+"""

@@ -1,0 +1,204 @@
+"""The seed CNN example: idx files, digits data, flax ⇄ torch model agreement, a short training run."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+
+import jax
+import numpy as np
+import pytest
+import torch
+
+import functional_optreg as fo
+from examples import train_cnn
+from examples.seed_cnn import data as data_lib
+from examples.seed_cnn import model_flax, model_torch, parity, weights
+from functional_optreg import verify
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data_lib.load_digits()
+
+
+# --- idx files ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])
+def test_idx_round_trip(tmp_path, suffix, dtype):
+    rng = np.random.default_rng(0)
+    array = (rng.normal(size=(3, 5, 4)) * 50).astype(dtype)
+    path = tmp_path / f"array.idx{suffix}"
+    data_lib.write_idx(path, array)
+    back = data_lib.read_idx(path)
+    assert back.dtype == np.dtype(dtype) and back.dtype.isnative
+    np.testing.assert_array_equal(back, array)
+
+
+def test_read_idx_of_hand_written_bytes(tmp_path):
+    """A file built byte by byte from the format's description, independent of write_idx."""
+    values = [[1, 2, 3], [250, 0, 7]]
+    raw = bytes([0, 0, 0x08, 2]) + struct.pack(">II", 2, 3) + bytes(sum(values, []))
+    (tmp_path / "plain").write_bytes(raw)
+    np.testing.assert_array_equal(data_lib.read_idx(tmp_path / "plain"), np.array(values, np.uint8))
+    raw16 = bytes([0, 0, 0x0B, 1]) + struct.pack(">I", 2) + struct.pack(">hh", -2, 300)
+    with gzip.open(tmp_path / "short.gz", "wb") as handle:
+        handle.write(raw16)
+    np.testing.assert_array_equal(data_lib.read_idx(tmp_path / "short.gz"), np.array([-2, 300], np.int16))
+
+
+def test_read_idx_rejects_bad_files(tmp_path):
+    (tmp_path / "bad_magic").write_bytes(bytes([1, 0, 0x08, 1]) + struct.pack(">I", 1) + b"\x00")
+    with pytest.raises(ValueError, match="not an idx file"):
+        data_lib.read_idx(tmp_path / "bad_magic")
+    (tmp_path / "short").write_bytes(bytes([0, 0, 0x08, 1]) + struct.pack(">I", 5) + b"\x00\x01")
+    with pytest.raises(ValueError, match="needs 5 data bytes, the file holds 2"):
+        data_lib.read_idx(tmp_path / "short")
+
+
+def test_load_mnist_from_idx_files(tmp_path):
+    rng = np.random.default_rng(1)
+    arrays = {
+        "train_images": rng.integers(0, 256, size=(6, 28, 28), dtype=np.uint8),
+        "train_labels": rng.integers(0, 10, size=6, dtype=np.uint8),
+        "test_images": rng.integers(0, 256, size=(4, 28, 28), dtype=np.uint8),
+        "test_labels": rng.integers(0, 10, size=4, dtype=np.uint8),
+    }
+    for index, (key, stem) in enumerate(data_lib.MNIST_FILES.items()):
+        data_lib.write_idx(tmp_path / (stem + (".gz" if index % 2 else "")), arrays[key])
+    mnist = data_lib.load_mnist(tmp_path)
+    assert mnist.train_images.shape == (6, 28, 28, 1) and mnist.test_images.shape == (4, 28, 28, 1)
+    assert mnist.train_images.dtype == np.float32 and mnist.train_labels.dtype == np.int32
+    np.testing.assert_allclose(mnist.train_images[..., 0] * 255, arrays["train_images"], atol=1e-4)
+    np.testing.assert_array_equal(mnist.test_labels, arrays["test_labels"])
+    (tmp_path / "train-images-idx3-ubyte").unlink()
+    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
+        data_lib.load_mnist(tmp_path)
+
+
+# --- digits ------------------------------------------------------------------------------------
+
+
+def test_digits_shapes_and_ranges(digits):
+    assert len(digits.train_labels) + len(digits.test_labels) == 1797
+    assert len(digits.test_labels) == round(0.2 * 1797)
+    for images, labels in ((digits.train_images, digits.train_labels), (digits.test_images, digits.test_labels)):
+        assert images.shape == (len(labels), 28, 28, 1) and images.dtype == np.float32
+        assert labels.dtype == np.int32 and set(np.unique(labels)) == set(range(10))
+        assert images.min() >= 0.0 and images.max() <= 1.0
+    assert digits.train_images.max() > 0.9
+    again = data_lib.load_digits()
+    np.testing.assert_array_equal(again.test_images, digits.test_images)
+
+
+def test_upsample_keeps_constant_images_and_the_mean():
+    constant = np.full((2, 8, 8), 0.25)
+    np.testing.assert_allclose(data_lib.upsample(constant), 0.25, rtol=1e-6)
+    rng = np.random.default_rng(0)
+    image = rng.uniform(size=(1, 8, 8))
+    assert abs(data_lib.upsample(image).mean() - image.mean()) < 0.02
+
+
+def test_batches_cover_each_epoch_once():
+    batches = list(data_lib.iterate_batches(10, 3, seed=0, epochs=2))
+    assert [epoch for epoch, _ in batches] == [0, 0, 0, 1, 1, 1]
+    first_epoch = np.concatenate([indices for epoch, indices in batches if epoch == 0])
+    assert len(set(first_epoch.tolist())) == 9
+    np.testing.assert_array_equal(data_lib.first_batches(10, 3, 0, 4), np.stack([b for _, b in batches[:4]]))
+    with pytest.raises(ValueError, match="batch_size"):
+        next(data_lib.iterate_batches(10, 11, seed=0))
+
+
+# --- flax ⇄ torch ------------------------------------------------------------------------------
+
+
+def random_params(seed):
+    """Params of the model's shapes with every leaf random, biases included (init gives zero biases)."""
+    shapes = jax.eval_shape(model_flax.SeedCNN().init, jax.random.key(0), np.zeros((1, 28, 28, 1), np.float32))
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(
+        lambda leaf: rng.normal(scale=1 / np.sqrt(np.prod(leaf.shape[:-1], initial=1)), size=leaf.shape),
+        shapes["params"],
+    )
+
+
+def test_weight_layouts_round_trip():
+    params = random_params(3)
+    state = weights.flax_to_torch(params)
+    assert state["conv2.weight"].shape == (64, 32, 3, 3)
+    assert state["fc1.weight"].shape == (128, 64 * 7 * 7)
+    assert set(state) == set(model_torch.SeedCNNTorch().state_dict())
+    back = weights.torch_to_flax(state)
+    jax.tree.map(np.testing.assert_array_equal, back, jax.tree.map(np.asarray, params))
+
+
+def test_flax_and_torch_agree_in_float64(digits):
+    images, labels = digits.train_images[:8].astype(np.float64), digits.train_labels[:8]
+    with jax.enable_x64(True):
+        params = model_flax.cast_params(random_params(1), np.float64)
+        ours = np.asarray(model_flax.log_probs(params, images))
+        our_grads = jax.jit(jax.grad(model_flax.nll_loss))(params, images, labels)
+        module = weights.load_into_torch(model_torch.SeedCNNTorch().double(), params)
+        x = model_torch.to_nchw(images, torch.float64)
+        theirs = module(x)
+        model_torch.nll_loss(theirs, labels).backward()
+        torch_grads = weights.torch_to_flax({name: p.grad for name, p in module.named_parameters()})
+        tensors = jax.tree.map(lambda a: torch.tensor(np.asarray(a)), params)
+        functional = model_torch.functional_forward(tensors, x).numpy()
+    np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(functional, ours, rtol=1e-13, atol=1e-13)
+    for layer in torch_grads:
+        for name in ("kernel", "bias"):
+            np.testing.assert_allclose(np.asarray(our_grads[layer][name]), torch_grads[layer][name], rtol=1e-11, atol=1e-15)
+
+
+def test_loss_parity_over_a_few_float64_steps(digits):
+    batches = data_lib.first_batches(len(digits.train_labels), 8, seed=0, count=3)
+    report = parity.run_loss_parity(
+        model_flax.init_params(0),
+        digits,
+        batches,
+        train_cnn.make_optimizer(1e-3, 5e-4),
+        lambda ps: torch.optim.Adam(ps, lr=1e-3, weight_decay=5e-4),
+        dtype="float64",
+    )
+    assert report.passed, str(report)
+    assert report.rel_diffs.max() <= 1e-13 and report.param_errors.max() <= 1e-12
+
+
+def test_loss_pair_drives_the_comparison_engine(digits):
+    batches = data_lib.first_batches(len(digits.train_labels), 8, seed=1, count=2)
+    report = verify.compare(
+        lambda ps: torch.optim.Adam(ps, lr=1e-3, weight_decay=5e-4),
+        fo.adam(lr=1e-3, weight_decay=5e-4),
+        model_flax.init_params(0),
+        parity.loss_pair(digits, batches),
+        steps=2,
+        dtype="float64",
+    )
+    assert report.passed, str(report)
+    np.testing.assert_allclose(report.losses[:, 1], report.losses[:, 0], rtol=1e-13)
+
+
+# --- training ----------------------------------------------------------------------------------
+
+
+def test_short_training_run_lowers_the_loss(digits):
+    result = train_cnn.train(digits, epochs=1, batch_size=32, max_steps=15, progress=False)
+    assert len(result.losses) == 15
+    assert result.losses[-5:].mean() < 0.8 * result.losses[:5].mean()
+    assert len(result.epoch_accuracies) == 1 and 0.0 <= result.test_accuracy <= 1.0
+
+
+def test_main_runs_parity_and_plots(digits, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(data_lib, "load_digits", lambda: digits)
+    plot = tmp_path / "curves.png"
+    # Batch 32, as in the run above, so the compiled step is reused.
+    status = train_cnn.main(["--epochs", "1", "--batch-size", "32", "--parity-steps", "2", "--plot", str(plot)])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "parity [float32, 2 steps" in out and "-> PASS" in out
+    assert "final test accuracy" in out
+    assert plot.read_bytes()[:4] == b"\x89PNG"
