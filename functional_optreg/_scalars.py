@@ -48,6 +48,13 @@ def is_zero(value: Any) -> bool:
     return float(value) == 0.0
 
 
+def is_known_nonzero(value: Any) -> bool:
+    """True only for a concrete hyperparameter different from zero (a traced one may be zero)."""
+    if callable(value) or isinstance(value, jax.core.Tracer):
+        return False
+    return float(value) != 0.0
+
+
 def lerp(start: jax.Array, end: jax.Array, weight: Any) -> jax.Array:
     """``start + weight·(end − start)`` evaluated the way torch's ``lerp`` kernel does.
 

@@ -89,3 +89,11 @@ def test_ema_momentum_starts_from_zero():
 def test_ema_momentum_validates_beta():
     with pytest.raises(ValueError, match="Invalid beta value: 1.0"):
         fo.ema_momentum(lr=0.1, beta=1.0)
+
+
+def test_inject_hyperparams_with_nesterov_runs_under_jit():
+    tx = optax.inject_hyperparams(fo.sgd)(lr=0.1, momentum=0.9, nesterov=True)
+    params = {"w": jnp.ones(2)}
+    state = tx.init(params)
+    updates, state = jax.jit(tx.update)({"w": jnp.ones(2)}, state, params)
+    np.testing.assert_allclose(updates["w"], [-0.1 * 1.9, -0.1 * 1.9], rtol=1e-6)

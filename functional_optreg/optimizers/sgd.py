@@ -80,7 +80,7 @@ def sgd(
     _validation.check_weight_decay(weight_decay)
     _validation.check_implementation_flags(foreach=foreach, fused=fused, differentiable=differentiable)
     use_momentum = not _scalars.is_zero(momentum)
-    if nesterov and (not use_momentum or not _scalars.is_zero(dampening)):
+    if nesterov and (_scalars.is_zero(momentum) or _scalars.is_known_nonzero(dampening)):
         raise ValueError("Nesterov momentum requires a momentum and zero dampening")
     use_weight_decay = not _scalars.is_zero(weight_decay)
 
