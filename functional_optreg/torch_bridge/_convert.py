@@ -1,0 +1,302 @@
+"""``from_torch`` and ``to_torch_state_dict``: a live torch optimizer to (transform, state) and back."""
+
+from __future__ import annotations
+
+import types
+import warnings
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from functional_optreg.torch_bridge import _lbfgs, _schedulers, _state, _torch
+from functional_optreg.torch_bridge._adapters import ADAPTERS, adapter_for, factory_kwargs
+from functional_optreg.torch_bridge._layout import Layout, NameMapping, list_layout, tree_layout
+from functional_optreg.torch_bridge._spec import GroupSpec, TorchOptimizerSpec, bridged_transform, spec_of
+
+
+def _param_names(optimizer: Any, module: Any) -> list[str | None]:
+    """Torch's name for each optimizer parameter: the groups' ``param_names``, else ``module``'s."""
+    by_id = {}
+    if module is not None:
+        by_id = {id(tensor): name for name, tensor in module.named_parameters()}
+    names: list[str | None] = []
+    for group in optimizer.param_groups:
+        group_names = group.get("param_names")
+        if group_names is not None:
+            names.extend(group_names)
+        else:
+            names.extend(by_id.get(id(tensor)) for tensor in group["params"])
+    return names
+
+
+def _group_spec(group: Mapping[str, Any], first_id: int) -> GroupSpec:
+    torch = _torch.torch_module()
+    hyperparams = {}
+    tensor_keys = set()
+    for key, value in group.items():
+        if key in ("params", "param_names"):
+            continue
+        if isinstance(value, torch.Tensor):
+            tensor_keys.add(key)
+        hyperparams[key] = _torch.to_python(value)
+    names = group.get("param_names")
+    return GroupSpec(
+        hyperparams=types.MappingProxyType(hyperparams),
+        tensor_keys=frozenset(tensor_keys),
+        param_ids=tuple(range(first_id, first_id + len(group["params"]))),
+        param_names=None if names is None else tuple(names),
+    )
+
+
+def _layout(optimizer: Any, params: Any, module: Any, torch_params: Sequence[Any]) -> tuple[Layout, Any]:
+    """The layout and the JAX parameter tree used to initialise our state."""
+    names = _param_names(optimizer, module)
+    if params is None:
+        layout = list_layout(torch_params, names)
+        tree = [jnp.asarray(_torch.to_numpy(tensor)) for tensor in torch_params]
+        return layout, tree
+    if not (isinstance(params, tuple) and len(params) == 2):
+        raise TypeError(
+            "params must be None (a list of arrays in torch's order) or a pair (tree, mapping) with "
+            "mapping from torch parameter names to tree paths."
+        )
+    tree, mapping = params
+    return tree_layout(tree, mapping, torch_params, names), tree
+
+
+def _warn_if_narrowed(torch_params: Sequence[Any]) -> None:
+    torch = _torch.torch_module()
+    if not jax.config.jax_enable_x64 and any(p.dtype == torch.float64 for p in torch_params):
+        warnings.warn(
+            "the torch parameters are float64 but jax_enable_x64 is off: the optimizer state is "
+            "converted to float32 (enable x64, e.g. jax.config.update('jax_enable_x64', True), "
+            "to continue in float64).",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _masked_structure(labels: Any, params: Any, group: int) -> Any:
+    masked = jax.tree.map(lambda label, leaf: leaf if label == group else optax.MaskedNode(), labels, params)
+    return jax.tree.structure(masked, is_leaf=lambda node: node is None)
+
+
+def _group_states(spec: TorchOptimizerSpec, state: Any) -> list[Any]:
+    if not spec.multi_group:
+        return [state]
+    if not isinstance(state, optax.transforms.PartitionState):
+        raise TypeError(f"expected the multi_transform state of a {len(spec.groups)}-group optimizer, got {type(state).__name__}")
+    return [state.inner_states[g].inner_state for g in range(len(spec.groups))]
+
+
+def _structures(spec: TorchOptimizerSpec, params: Any) -> list[Any]:
+    if not spec.multi_group:
+        return [jax.tree.structure(params, is_leaf=lambda node: node is None)]
+    labels = _labels(spec)
+    return [_masked_structure(labels, params, g) for g in range(len(spec.groups))]
+
+
+def _labels(spec: TorchOptimizerSpec) -> Any:
+    group_of = [g for g, group in enumerate(spec.groups) for _ in group.param_ids]
+    return spec.layout.unflatten(group_of)
+
+
+def from_torch(
+    optimizer: Any,
+    scheduler: Any = None,
+    *,
+    params: tuple[Any, NameMapping] | None = None,
+    module: Any = None,
+) -> tuple[Any, Any]:
+    """Convert a live torch optimizer (and lr scheduler) into our transform and its current state.
+
+    Args:
+      optimizer: an instance of one of torch.optim's fifteen optimizer classes (not a subclass).
+      scheduler: an optional ``torch.optim.lr_scheduler`` scheduler of ``optimizer``; the returned
+        transform's learning rate continues from the scheduler's current epoch, assuming
+        ``scheduler.step()`` follows every ``optimizer.step()``.
+      params: ``None`` — the parameters are a list of arrays in torch's order (groups
+        concatenated), the state's per-parameter trees are such lists; or ``(tree, mapping)`` —
+        a JAX parameter tree and a mapping (dict or function) from torch parameter names
+        (``module.named_parameters()``) to paths in the tree: a tuple of keys, a dotted string or
+        a :class:`ParamPath` with an axis permutation (:func:`module_to_flax` returns such a
+        mapping for flax models). Moments and buffers are permuted with their parameter.
+      module: the ``torch.nn.Module`` whose ``named_parameters()`` name the optimizer's tensors,
+        when the optimizer was not built from named parameters (only with ``params=(tree, mapping)``).
+
+    Returns:
+      ``(transform, state)``: a :class:`TorchTransformation` (``optax.multi_transform`` over
+      groups labelled ``0, 1, ...`` when there are several) and its state, equal to torch's. For
+      ``torch.optim.LBFGS``, ``(solver, state)`` with the :class:`TorchSolver` of
+      :func:`functional_optreg.lbfgs`.
+
+    Raises:
+      TypeError: for a class the bridge does not know (a custom subclass included).
+      ValueError: for state or hyperparameters it cannot represent, naming them.
+
+    Example:
+      >>> import jax.numpy as jnp, torch, functional_optreg as fo
+      >>> w = torch.nn.Parameter(torch.ones(2))
+      >>> optimizer = torch.optim.SGD([w], lr=0.1, momentum=0.9)
+      >>> w.grad = torch.ones(2)
+      >>> optimizer.step()
+      >>> tx, state = fo.from_torch(optimizer)
+      >>> state.momentum_buffer
+      [Array([1., 1.], dtype=float32)]
+      >>> updates, state = tx.update([jnp.ones(2)], state, [jnp.full(2, 0.9)])
+      >>> updates[0]  # torch's second step: buffer 0.9·1 + 1
+      Array([-0.19, -0.19], dtype=float32)
+    """
+    adapter = adapter_for(optimizer)
+    torch_params = [tensor for group in optimizer.param_groups for tensor in group["params"]]
+    _warn_if_narrowed(torch_params)
+    layout, tree = _layout(optimizer, params, module, torch_params)
+    for index, permutation in enumerate(layout.permutations):
+        adapter.check_permutation(permutation, layout.describe(index))
+    groups, first = [], 0
+    for group in optimizer.param_groups:
+        groups.append(_group_spec(group, first))
+        first += len(group["params"])
+    groups = tuple(groups)
+    torch_state = optimizer.state_dict()["state"]
+    if adapter.torch_name == "LBFGS":
+        return _lbfgs.from_torch(adapter, optimizer, scheduler, groups, layout, tree, torch_state)
+
+    starts = []
+    for group in groups:
+        indices = layout.indices_in_leaf_order(group.param_ids)
+        starts.append(_state.torch_step(adapter, [torch_state.get(i, {}) for i in indices], layout, indices))
+    converted = None if scheduler is None else _schedulers.convert(scheduler, optimizer, adapter)
+    factory = adapter.load_factory()
+    transforms = []
+    for g, group in enumerate(groups):
+        overrides = {} if converted is None else converted.overrides(g, starts[g], group.hyperparams)
+        tx = factory(**factory_kwargs(adapter, factory, group.hyperparams, overrides))
+        if converted is not None:
+            tx = converted.group_transform(g, tx, group.hyperparams)
+        transforms.append(tx)
+    spec = TorchOptimizerSpec(adapter.torch_name, groups, layout, converted, tuple(starts))
+    if spec.multi_group:
+        inner = optax.multi_transform(dict(enumerate(transforms)), _labels(spec))
+    else:
+        inner = transforms[0]
+    tx = bridged_transform(spec, inner)
+
+    template = tx.init(tree)
+    structures = _structures(spec, tree)
+    filled = []
+    for g, (group, group_template) in enumerate(zip(groups, _group_states(spec, template))):
+        indices = layout.indices_in_leaf_order(group.param_ids)
+        optimizer_template = group_template if converted is None else converted.optimizer_state(group_template)
+        optimizer_state = _state.state_from_torch(
+            adapter,
+            optimizer_template,
+            structures[g],
+            [torch_state.get(i, {}) for i in indices],
+            indices,
+            layout,
+            starts[g],
+        )
+        filled.append(optimizer_state if converted is None else converted.join(group_template, optimizer_state))
+    return tx, _assemble(spec, filled)
+
+
+def _assemble(spec: TorchOptimizerSpec, group_states: Sequence[Any]) -> Any:
+    if not spec.multi_group:
+        return group_states[0]
+    return optax.transforms.PartitionState(
+        {g: optax.MaskedState(inner_state=s) for g, s in enumerate(group_states)}
+    )
+
+
+def _optimizer_states(spec: TorchOptimizerSpec, state: Any) -> tuple[list[Any], list[Any]]:
+    """Per group: the full group state and the optimizer's part of it."""
+    group_states = _group_states(spec, state)
+    if spec.scheduler is None:
+        return group_states, group_states
+    return group_states, [spec.scheduler.optimizer_state(s) for s in group_states]
+
+
+def to_torch_state_dict(transform: Any, state: Any) -> dict[str, Any]:
+    """Torch's ``optimizer.state_dict()`` for our state, to ``load_state_dict`` into torch.
+
+    Args:
+      transform: the transform (or L-BFGS solver) returned by :func:`from_torch`, or its ``spec``.
+      state: a state of that transform (after any number of updates).
+
+    Returns:
+      ``{"state": {id: {key: tensor}}, "param_groups": [...]}`` as torch's own ``state_dict()``
+      writes it: accepted by ``load_state_dict`` of an optimizer of the same class built over
+      parameters in the same order (with the same groups). Hyperparameters that a scheduler moves
+      (``lr``, ``momentum``, ``betas``) hold their current values.
+
+    Example:
+      >>> import jax.numpy as jnp, torch, functional_optreg as fo
+      >>> optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], lr=0.01)
+      >>> tx, state = fo.from_torch(optimizer)
+      >>> params = [jnp.zeros(2)]
+      >>> updates, state = tx.update([jnp.ones(2)], state, params)
+      >>> written = fo.to_torch_state_dict(tx, state)
+      >>> written["state"][0]["step"], written["state"][0]["exp_avg"]
+      (tensor(1.), tensor([0.1000, 0.1000]))
+      >>> optimizer.load_state_dict(written)
+    """
+    spec = spec_of(transform)
+    adapter = ADAPTERS[spec.optimizer]
+    if spec.optimizer == "LBFGS":
+        return _lbfgs.to_torch_state_dict(spec, state)
+    group_states, optimizer_states = _optimizer_states(spec, state)
+    structures = _structures(spec, spec.layout.unflatten(list(range(len(spec.layout.leaf_of)))))
+    torch = _torch.torch_module()
+    per_param: dict[int, dict[str, Any]] = {}
+    param_groups = []
+    for g, group in enumerate(spec.groups):
+        indices = spec.layout.indices_in_leaf_order(group.param_ids)
+        per_param.update(_state.state_to_torch(adapter, optimizer_states[g], structures[g], indices, spec.layout))
+        hyperparams = dict(group.hyperparams)
+        if spec.scheduler is not None:
+            elapsed = int(optimizer_states[g].step) - spec.start_steps[g]
+            hyperparams.update(spec.scheduler.current(g, elapsed, hyperparams, group_states[g]))
+        packed = {
+            key: torch.tensor(value) if key in group.tensor_keys else value for key, value in hyperparams.items()
+        }
+        packed["params"] = list(group.param_ids)
+        if group.param_names is not None:
+            packed["param_names"] = list(group.param_names)
+        param_groups.append(packed)
+    return {
+        "state": {index: per_param[index] for index in sorted(per_param) if per_param[index]},
+        "param_groups": param_groups,
+    }
+
+
+def to_torch_scheduler_state_dict(transform: Any, state: Any) -> dict[str, Any]:
+    """Torch's ``scheduler.state_dict()`` for our state, to ``load_state_dict`` into torch.
+
+    Args:
+      transform: the transform returned by :func:`from_torch` with a scheduler, or its ``spec``.
+      state: a state of that transform.
+
+    Returns:
+      The scheduler's state dict advanced by the updates taken since conversion (``last_epoch``,
+      step counters, ``_last_lr``, CosineAnnealingWarmRestarts' ``T_cur`` / ``T_i``, the members
+      of SequentialLR / ChainedScheduler, ReduceLROnPlateau's ``best`` and counters). Load it into
+      a scheduler constructed over the new optimizer *before* loading the optimizer's state dict
+      (constructing a scheduler steps it once, which rewrites the lrs), as torch documents.
+    """
+    spec = spec_of(transform)
+    if spec.scheduler is None:
+        raise ValueError("this transform was converted without a scheduler.")
+    if spec.optimizer == "LBFGS":
+        return _lbfgs.to_torch_scheduler_state_dict(spec, state)
+    group_states, optimizer_states = _optimizer_states(spec, state)
+    elapsed = int(optimizer_states[0].step) - spec.start_steps[0]
+    lrs = [
+        spec.scheduler.current(g, int(s.step) - spec.start_steps[g], dict(group.hyperparams), gs)["lr"]
+        for g, (group, s, gs) in enumerate(zip(spec.groups, optimizer_states, group_states))
+    ]
+    return spec.scheduler.state_dict(elapsed, lrs, group_states)
+
+

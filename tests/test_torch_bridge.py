@@ -1,0 +1,315 @@
+"""Unit tests of the torch bridge: what the resume parity suite (parity/test_bridge_resume.py)
+does not cover — the spec travelling with the transform, fresh optimizers, checkpoints, and the
+errors that name what cannot be converted."""
+
+from __future__ import annotations
+
+import math
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+from torch.optim import lr_scheduler as L
+
+import functional_optreg as fo
+from functional_optreg import torch_bridge
+from functional_optreg.torch_bridge._adapters import Adapter
+
+EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "port_from_torch.py"
+
+
+def _params(*shapes, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(*shape, generator=generator)) for shape in shapes]
+
+
+def _step(optimizer, steps=3):
+    for _ in range(steps):
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                p.grad = torch.ones_like(p) * 0.5 + 0.1 * p.detach()
+        optimizer.step()
+
+
+def test_import_does_not_import_torch():
+    code = "import sys, functional_optreg, functional_optreg.torch_bridge; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_spec_travels_with_the_transform_and_chains():
+    optimizer = torch.optim.Adam(_params((2, 3), (3,)), lr=0.01)
+    _step(optimizer)
+    tx, state = fo.from_torch(optimizer)
+    assert isinstance(tx, optax.GradientTransformationExtraArgs)
+    assert tx.spec.optimizer == "Adam"
+    assert [group.param_ids for group in tx.spec.groups] == [(0, 1)]
+    assert int(state.step) == 3
+    # It composes like any transform; the spec stays with the transform returned by from_torch.
+    chained = optax.chain(tx, optax.scale(1.0))
+    params = [jnp.asarray(p.detach().numpy()) for p in optimizer.param_groups[0]["params"]]
+    updates, _ = chained.update(params, (state, optax.EmptyState()), params)
+    assert len(updates) == 2
+    with pytest.raises(TypeError, match="keep a reference to the returned transform"):
+        fo.to_torch_state_dict(chained, state)
+    assert fo.to_torch_state_dict(tx.spec, state)["param_groups"][0]["lr"] == 0.01
+
+
+def test_fresh_optimizer_has_no_state_and_round_trips():
+    optimizer = torch.optim.SGD(_params((2,)), lr=0.1, momentum=0.9)
+    tx, state = fo.from_torch(optimizer)
+    assert int(state.step) == 0
+    assert fo.to_torch_state_dict(tx, state) == optimizer.state_dict()
+
+
+def test_adagrad_state_exists_before_the_first_step():
+    """Torch's Adagrad creates its state in the constructor; the bridge writes it back."""
+    optimizer = torch.optim.Adagrad(_params((2, 2)), initial_accumulator_value=0.3)
+    tx, state = fo.from_torch(optimizer)
+    written = fo.to_torch_state_dict(tx, state)
+    expected = optimizer.state_dict()
+    assert set(written["state"][0]) == set(expected["state"][0]) == {"step", "sum"}
+    assert torch.equal(written["state"][0]["sum"], expected["state"][0]["sum"])
+    assert written["state"][0]["step"].item() == 0
+
+
+def test_state_fields_are_torch_values_in_jax_layout():
+    (w,) = _params((3, 2))
+    optimizer = torch.optim.Adam([("fc.weight", w)], lr=0.01)
+    _step(optimizer)
+    tree = {"fc": {"kernel": jnp.asarray(w.detach().numpy().T)}}
+    tx, state = fo.from_torch(optimizer, params=(tree, {"fc.weight": fo.ParamPath(("fc", "kernel"), (1, 0))}))
+    np.testing.assert_array_equal(state.exp_avg["fc"]["kernel"], optimizer.state[w]["exp_avg"].numpy().T)
+    back = fo.to_torch_state_dict(tx, state)["state"][0]["exp_avg_sq"]
+    assert torch.equal(back, optimizer.state[w]["exp_avg_sq"])
+
+
+def test_float64_torch_state_without_x64_warns():
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))])
+    with pytest.warns(UserWarning, match="jax_enable_x64 is off"):
+        fo.from_torch(optimizer)
+    with jax.enable_x64(True):
+        _, state = fo.from_torch(optimizer)
+    assert state.exp_avg[0].dtype == jnp.float64
+
+
+def test_tensor_hyperparameters_stay_tensors():
+    optimizer = torch.optim.Adam(_params((2,)), lr=torch.tensor(0.01))
+    _step(optimizer)
+    tx, state = fo.from_torch(optimizer)
+    lr = fo.to_torch_state_dict(tx, state)["param_groups"][0]["lr"]
+    assert isinstance(lr, torch.Tensor) and lr.item() == pytest.approx(0.01)
+
+
+def test_param_names_and_module_lookup():
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    _step(optimizer)
+    tree = {"kernel": jnp.zeros((3, 2)), "bias": jnp.zeros(2)}
+    mapping = {"weight": fo.ParamPath(("kernel",), (1, 0)), "bias": "bias"}
+    with pytest.raises(ValueError, match="has no name: build the optimizer from module.named_parameters"):
+        fo.from_torch(optimizer, params=(tree, mapping))
+    tx, state = fo.from_torch(optimizer, params=(tree, mapping), module=model)
+    np.testing.assert_array_equal(state.momentum_buffer["bias"], optimizer.state[model.bias]["momentum_buffer"].numpy())
+
+
+def test_mapping_errors_name_the_parameter():
+    (w,) = _params((3, 2))
+    optimizer = torch.optim.Adam([("w", w)])
+    with pytest.raises(ValueError, match="no entry for torch parameter 'w'"):
+        fo.from_torch(optimizer, params=({"w": jnp.zeros((3, 2))}, {}))
+    with pytest.raises(ValueError, match=r"maps to path \('v',\), which is not a leaf"):
+        fo.from_torch(optimizer, params=({"w": jnp.zeros((3, 2))}, {"w": ("v",)}))
+    with pytest.raises(ValueError, match=r"the leaf at \('w',\) should have shape \(2, 3\)"):
+        fo.from_torch(optimizer, params=({"w": jnp.zeros((3, 2))}, {"w": fo.ParamPath(("w",), (1, 0))}))
+    with pytest.raises(ValueError, match=r"leaves of the parameter tree at \[\('extra',\)\]"):
+        fo.from_torch(optimizer, params=({"w": jnp.zeros((3, 2)), "extra": jnp.zeros(1)}, {"w": "w"}))
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda ps: torch.optim.Adafactor([("w", ps[0])]), "Adafactor cannot follow parameter 0 .'w'. into a layout permuted"),
+        (lambda ps: torch.optim.Muon([("w", ps[0])]), "Muon cannot follow parameter 0 .'w'. into a layout permuted"),
+    ],
+)
+def test_orientation_dependent_optimizers_refuse_transposed_layouts(make, message):
+    optimizer = make(_params((3, 2)))
+    with pytest.raises(ValueError, match=message):
+        fo.from_torch(optimizer, params=({"w": jnp.zeros((2, 3))}, {"w": fo.ParamPath(("w",), (1, 0))}))
+
+
+def test_custom_subclass_is_named():
+    class MyAdam(torch.optim.Adam):
+        pass
+
+    with pytest.raises(TypeError, match=r"MyAdam is a custom subclass of torch.optim.Adam"):
+        fo.from_torch(MyAdam(_params((2,))))
+
+
+def test_unknown_optimizer_class_is_named():
+    class Plain(torch.optim.Optimizer):
+        def __init__(self, params):
+            super().__init__(params, {"lr": 0.1})
+
+    with pytest.raises(TypeError, match=r"cannot convert .*Plain: from_torch knows the torch.optim classes"):
+        fo.from_torch(Plain(_params((2,))))
+
+
+def test_missing_module_raises_naming_it():
+    with pytest.raises(NotImplementedError, match=r"functional_optreg.optimizers.not_written .*does not exist"):
+        Adapter("Future", "not_written", "future").load_factory()
+
+
+def test_unknown_state_key_is_named():
+    (p,) = _params((2,))
+    optimizer = torch.optim.Adam([p])
+    _step(optimizer)
+    optimizer.state[p]["my_extra"] = torch.zeros(2)
+    with pytest.raises(ValueError, match=r"has the key\(s\) \['my_extra'\], which functional_optreg.adam's state"):
+        fo.from_torch(optimizer)
+
+
+def test_unknown_group_hyperparameter_is_named():
+    optimizer = torch.optim.SGD(_params((2,)), lr=0.1)
+    optimizer.param_groups[0]["warmup"] = 3
+    with pytest.raises(ValueError, match="hyperparameter 'warmup', which functional_optreg.sgd does not take"):
+        fo.from_torch(optimizer)
+
+
+def test_partial_state_within_a_group_is_named():
+    a, b = _params((2,), (3,))
+    optimizer = torch.optim.Adam([("a", a), ("b", b)])
+    a.grad = torch.ones_like(a)
+    optimizer.step()
+    with pytest.raises(ValueError, match=r"state for some parameters of a group but not for parameter 1 \('b'\)"):
+        fo.from_torch(optimizer)
+
+
+def test_different_step_counts_within_a_group_are_named():
+    a, b = _params((2,), (3,))
+    optimizer = torch.optim.Adam([a, b])
+    _step(optimizer, 2)
+    optimizer.state[b]["step"] += 1
+    with pytest.raises(ValueError, match="different numbers of steps"):
+        fo.from_torch(optimizer)
+
+
+def test_lambda_lr_that_does_not_trace_is_named():
+    optimizer = torch.optim.SGD(_params((2,)), lr=0.1)
+
+    def decay(epoch):
+        return math.cos(epoch / 10)
+
+    scheduler = L.LambdaLR(optimizer, decay)
+    with pytest.raises(ValueError, match=r"LambdaLR lr_lambda '.*decay' is not jnp-traceable"):
+        fo.from_torch(optimizer, scheduler)
+
+
+def test_lr_changed_outside_the_scheduler_is_detected():
+    optimizer = torch.optim.SGD(_params((2,)), lr=0.1)
+    scheduler = L.StepLR(optimizer, step_size=2)
+    _step(optimizer)
+    scheduler.step()
+    optimizer.param_groups[0]["lr"] = 0.5
+    with pytest.raises(ValueError, match="the lr was changed outside this scheduler"):
+        fo.from_torch(optimizer, scheduler)
+
+
+def test_scheduler_errors():
+    optimizer = torch.optim.SGD(_params((2,)), lr=0.1)
+    other = torch.optim.SGD(_params((2,)), lr=0.1)
+    with pytest.raises(ValueError, match="steps another optimizer"):
+        fo.from_torch(optimizer, L.StepLR(other, 2))
+
+    class MyStep(L.StepLR):
+        pass
+
+    with pytest.raises(TypeError, match=r"cannot convert the lr scheduler .*MyStep"):
+        fo.from_torch(optimizer, MyStep(optimizer, 2))
+    asgd = torch.optim.ASGD(_params((2,)))
+    with pytest.raises(ValueError, match=r"ReduceLROnPlateau .* torch.optim.ASGD"):
+        fo.from_torch(asgd, L.ReduceLROnPlateau(asgd))
+    restarts = L.CosineAnnealingWarmRestarts(optimizer, T_0=3)
+    _step(optimizer, 1)
+    restarts.step(0.5)
+    with pytest.raises(ValueError, match="stepped with explicit .fractional. epochs"):
+        fo.from_torch(optimizer, restarts)
+    tx, state = fo.from_torch(torch.optim.SGD(_params((2,)), lr=0.1))
+    with pytest.raises(ValueError, match="converted without a scheduler"):
+        fo.to_torch_scheduler_state_dict(tx, state)
+
+
+def test_schedule_continues_from_the_scheduler_epoch():
+    """The lr of our next update is torch's group lr; the one after, torch's next."""
+    optimizer = torch.optim.SGD(_params((2,)), lr=1.0)
+    scheduler = L.MultiStepLR(optimizer, milestones=[4, 6], gamma=0.5)
+    for _ in range(4):
+        _step(optimizer, 1)
+        scheduler.step()
+    tx, state = fo.from_torch(optimizer, scheduler)
+    lrs = []
+    params = [jnp.zeros(2)]
+    for _ in range(3):
+        updates, state = tx.update([jnp.ones(2)], state, params)
+        lrs.append(-float(updates[0][0]))
+    assert lrs == [0.5, 0.5, 0.25]
+
+
+def test_checkpoint_helper_reads_state_dicts_and_refuses_code(tmp_path):
+    optimizer = torch.optim.Adam(_params((2, 2)), lr=0.01)
+    scheduler = L.ExponentialLR(optimizer, 0.9)
+    _step(optimizer)
+    scheduler.step()
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, path)
+    loaded = fo.load_torch_checkpoint(path)
+    fresh = torch.optim.Adam(_params((2, 2)), lr=0.01)
+    fresh.load_state_dict(loaded["optimizer"])
+    tx, state = fo.from_torch(fresh)
+    assert int(state.step) == 3
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("ran",))
+
+    torch.save({"x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(Exception, match="Weights only load failed"):
+        fo.load_torch_checkpoint(tmp_path / "evil.pt")
+
+
+def test_lbfgs_returns_a_solver_with_spec():
+    (p,) = _params((3,))
+    optimizer = torch.optim.LBFGS([p], lr=0.5, max_iter=3, history_size=2)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = ((p - 1.0) ** 4).sum()
+        loss.backward()
+        return loss
+
+    for _ in range(3):
+        optimizer.step(closure)
+    solver, state = fo.from_torch(optimizer)
+    assert isinstance(solver, torch_bridge.TorchSolver) and solver.spec.optimizer == "LBFGS"
+    assert int(state.num_old) == len(optimizer.state[p]["old_dirs"]) == 2
+    written = fo.to_torch_state_dict(solver, state)
+    assert written["state"][0]["func_evals"] == optimizer.state[p]["func_evals"]
+    fresh = torch.optim.LBFGS([torch.nn.Parameter(p.detach().clone())], lr=0.5, max_iter=3, history_size=2)
+    fresh.load_state_dict(written)
+
+
+def test_port_from_torch_example_passes():
+    """The example sets jax_enable_x64 globally, so it runs in its own process."""
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLE), "--torch-steps", "4", "--jax-steps", "4", "--back-steps", "3"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "-> PASS" in result.stdout
