@@ -286,7 +286,7 @@ def _run(torch_optimizer, transform, params, gradient, steps, dtype, torch_sched
             losses.append((float(torch_loss.detach()), float(ours_loss)))
         else:
             for tensor, grad in zip(tensors, gradient(step, torch_leaves)):
-                tensor.grad = torch.from_numpy(np.ascontiguousarray(grad))
+                tensor.grad = torch.from_numpy(np.array(grad, copy=True))
             grads = treedef.unflatten([jnp.asarray(g) for g in gradient(step, ours_leaves)])
         extra = {}
         metric_values = None
@@ -383,7 +383,7 @@ def torch_float32_drift(
         for step in range(steps):
             current = [t.detach().numpy().copy() for t in tensors]
             for tensor, grad in zip(tensors, gradient(step, current)):
-                tensor.grad = torch.from_numpy(np.ascontiguousarray(grad))
+                tensor.grad = torch.from_numpy(np.array(grad, copy=True))
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()

@@ -1,0 +1,195 @@
+"""fo.muon: validation, the 2-D rule, the bfloat16 Newton–Schulz iteration, transform properties.
+
+Muon's parity cases cannot join the generic property table (its parameters include 1-D and 0-D
+leaves, which Muon rejects), so the properties are checked here on matrices.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+from torch.optim._muon import _adjust_lr, _zeropower_via_newtonschulz
+
+import functional_optreg as fo
+from functional_optreg.optimizers.muon import newton_schulz
+
+COEFFICIENTS = (3.4445, -4.775, 2.0315)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(lr=-0.1), "Learning rate should be >= 0 but is: -0.1"),
+        (dict(momentum=-0.5), "momentum should be >= 0 but is: -0.5"),
+        (dict(weight_decay=-0.1), "weight decay should be >= 0 but is: -0.1"),
+        (dict(adjust_lr_fn="sqrt"), "Adjust learning rate function sqrt is not supported"),
+    ],
+)
+def test_validation_messages_match_torch(kwargs, message):
+    with pytest.raises(ValueError) as ours:
+        fo.muon(**kwargs)
+    with pytest.raises(ValueError) as theirs:
+        torch.optim.Muon([torch.zeros(2, 2, requires_grad=True)], **kwargs)
+    assert str(ours.value) == str(theirs.value) == message
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(ns_steps=100), "Number of steps must be less than 100 for computational efficiency"),
+        (dict(ns_coefficients=(1.0, 2.0)), "Coefficients must be a tuple of exactly 3 values"),
+    ],
+)
+def test_iteration_settings_are_checked_eagerly_with_torchs_messages(kwargs, message):
+    with pytest.raises(ValueError) as ours:
+        fo.muon(**kwargs)
+    weight = torch.zeros(2, 2, requires_grad=True)
+    optimizer = torch.optim.Muon([weight], **kwargs)  # torch only objects when it steps
+    weight.grad = torch.ones(2, 2)
+    with pytest.raises(ValueError) as theirs:
+        optimizer.step()
+    assert str(ours.value) == str(theirs.value) == message
+
+
+@pytest.mark.parametrize("shape, path", [((3,), r"\['bias'\]"), ((2, 2, 3), r"\['conv'\]"), ((), r"\['t'\]")])
+def test_init_rejects_non_matrices_naming_the_path(shape, path):
+    params = {"w": jnp.ones((2, 3)), {(3,): "bias", (2, 2, 3): "conv", (): "t"}[shape]: jnp.ones(shape)}
+    with pytest.raises(ValueError) as ours:
+        fo.muon().init(params)
+    with pytest.raises(ValueError) as theirs:
+        torch.optim.Muon([torch.ones(shape, requires_grad=True)])
+    torch_prefix = str(theirs.value).split("size:")[0]
+    assert str(ours.value).startswith(torch_prefix + "size: " + str(shape))
+    assert ours.match(path)
+
+
+def test_state_fields_follow_torch_keys():
+    weight = torch.ones(2, 3, requires_grad=True)
+    optimizer = torch.optim.Muon([weight])
+    weight.grad = torch.ones(2, 3)
+    optimizer.step()
+    state = fo.muon().init({"w": jnp.ones((2, 3))})
+    assert set(optimizer.state[weight]) == {"momentum_buffer"}
+    assert set(state._fields) == {"step", "momentum_buffer"}
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (8, 3), (3, 3), (1, 6), (6, 1)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_newton_schulz_is_bitwise_torchs_for_small_matrices(shape, dtype):
+    rng = np.random.default_rng(0)
+    with jax.enable_x64(dtype == "float64"):
+        iterate = jax.jit(newton_schulz, static_argnums=(1, 2))
+        for _ in range(20):
+            matrix = rng.normal(size=shape).astype(dtype)
+            theirs = _zeropower_via_newtonschulz(torch.tensor(matrix), COEFFICIENTS, 5, 1e-7)
+            ours = iterate(jnp.asarray(matrix), COEFFICIENTS, 5)
+            assert ours.dtype == jnp.bfloat16
+            np.testing.assert_array_equal(np.asarray(ours.astype(jnp.float32)), theirs.float().numpy())
+
+
+def test_newton_schulz_of_zero_is_zero():
+    ours = newton_schulz(jnp.zeros((3, 4)))
+    theirs = _zeropower_via_newtonschulz(torch.zeros(3, 4), COEFFICIENTS, 5, 1e-7)
+    np.testing.assert_array_equal(np.asarray(ours.astype(jnp.float32)), theirs.float().numpy())
+
+
+@pytest.mark.parametrize("adjust_lr_fn", [None, "original", "match_rms_adamw"])
+@pytest.mark.parametrize("shape", [(4, 9), (9, 4), (5, 5)])
+def test_lr_adjustment_matches_torch(adjust_lr_fn, shape):
+    # With weight_decay 0 and a zero momentum the update is -adjusted_lr · NS(g).
+    grad = jnp.asarray(np.random.default_rng(1).normal(size=shape), jnp.float32)
+    tx = fo.muon(lr=0.1, weight_decay=0.0, momentum=0.0, adjust_lr_fn=adjust_lr_fn)
+    params = {"w": jnp.zeros(shape)}
+    updates, _ = tx.update({"w": grad}, tx.init(params), params)
+    ortho = newton_schulz(grad).astype(jnp.float32)
+    np.testing.assert_allclose(updates["w"], -_adjust_lr(0.1, adjust_lr_fn, torch.Size(shape)) * ortho, rtol=1e-6)
+
+
+def _matrices(dtype=jnp.float32):
+    rng = np.random.default_rng(2)
+    return {"a": jnp.asarray(rng.normal(size=(4, 3)), dtype), "b": jnp.asarray(rng.normal(size=(2, 5)), dtype)}
+
+
+def _grads(params, seed):
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
+
+
+def test_jit_does_not_recompile():
+    tx = fo.muon(lr=0.02)
+    traces = []
+
+    @jax.jit
+    def step(params, state, grads):
+        traces.append(1)
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    params = _matrices()
+    state = tx.init(params)
+    for seed in range(3):
+        params, state = step(params, state, _grads(params, seed))
+    assert len(traces) == 1
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32", "float64"])
+def test_dtypes_are_preserved(dtype):
+    with jax.enable_x64(dtype == "float64"):
+        params = _matrices(jnp.dtype(dtype))
+        tx = fo.muon(lr=0.02)
+        state = tx.init(params)
+        for seed in range(3):
+            updates, state = jax.jit(tx.update)(_grads(params, seed), state, params)
+            params = optax.apply_updates(params, updates)
+        for leaf in jax.tree.leaves((params, state.momentum_buffer)):
+            assert leaf.dtype == jnp.dtype(dtype)
+            assert bool(jnp.all(jnp.isfinite(leaf)))
+
+
+def test_inject_hyperparams_matches_constant():
+    params = _matrices()
+    injected = optax.inject_hyperparams(fo.muon)(lr=0.02, momentum=0.9, weight_decay=0.1)
+    constant = fo.muon(lr=0.02, momentum=0.9, weight_decay=0.1)
+    results = []
+    for tx in (injected, constant):
+        p, state = params, tx.init(params)
+        for seed in range(3):
+            updates, state = jax.jit(tx.update)(_grads(p, seed), state, p)
+            p = optax.apply_updates(p, updates)
+        results.append(p)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), *results)
+
+
+def test_vmap_over_stacked_matrices_matches_one_by_one():
+    tx = fo.muon(lr=0.05)
+    stacked = {"w": jnp.asarray(np.random.default_rng(3).normal(size=(3, 4, 5)), jnp.float32)}
+    grads = _grads(stacked, 4)
+    batched = jax.vmap(lambda p, g: tx.update(g, tx.init(p), p)[0])(stacked, grads)
+    for i in range(3):
+        one = {"w": stacked["w"][i]}
+        single, _ = tx.update({"w": grads["w"][i]}, tx.init(one), one)
+        np.testing.assert_allclose(batched["w"][i], single["w"], rtol=1e-6, atol=1e-8)
+
+
+def test_needs_params_for_weight_decay_only():
+    params = _matrices()
+    grads = _grads(params, 0)
+    with pytest.raises(ValueError, match="needs the current parameters"):
+        fo.muon().update(grads, fo.muon().init(params))
+    fo.muon(weight_decay=0.0).update(grads, fo.muon().init(params))
+
+
+def test_pairing_example_runs_and_learns():
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "muon_with_adamw.py"
+    spec = importlib.util.spec_from_file_location("muon_with_adamw", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    losses = example.train(steps=101)
+    assert losses[-1] < 0.1 * losses[0]
