@@ -59,10 +59,15 @@ def lerp(start: jax.Array, end: jax.Array, weight: Any) -> jax.Array:
     """``start + weight·(end − start)`` evaluated the way torch's ``lerp`` kernel does.
 
     Torch switches to ``end − (end − start)·(1 − weight)`` for ``weight >= 0.5`` to keep the
-    result exact at ``weight == 1``; mirroring the branch keeps float32 results bit-compatible.
+    result exact at ``weight == 1``, and casts a Python ``weight`` to the tensor's dtype (its
+    float32 compute type for half types) before either branch; mirroring both keeps float32
+    results bit-compatible.
     """
+    small = abs(weight) < 0.5 if isinstance(weight, (int, float)) else None
+    dtype = jnp.promote_types(jnp.result_type(start), jnp.float32)
+    weight = jnp.asarray(weight, dtype)
     low = start + weight * (end - start)
-    high = end - (end - start) * (1.0 - weight)
-    if isinstance(weight, (int, float)):
-        return low if abs(weight) < 0.5 else high
+    high = end - (end - start) * (1 - weight)
+    if small is not None:
+        return low if small else high
     return jnp.where(jnp.abs(weight) < 0.5, low, high)
