@@ -22,9 +22,26 @@ def _parse(argv):
     parser.add_argument("--optimizer", nargs="+", metavar="FAMILY", help="only these families (e.g. adam sgd)")
     parser.add_argument("--dtype", choices=("float64", "float32"), help="only this dtype")
     parser.add_argument("--quick", action="store_true", help="one case per family (a smoke run under 2 minutes)")
-    parser.add_argument("--report-dir", metavar="DIR", help="write summary.md and PNG plots here")
+    parser.add_argument(
+        "--report-dir", metavar="DIR", help="write summary.md and PNG plots here (also runs the seed CNN end to end)"
+    )
     parser.add_argument("--list", action="store_true", help="list the selected cases and exit")
     return parser.parse_args(argv)
+
+
+def _run_seed_cnn(quick: bool):
+    """The seed CNN end to end in float64 (all configurations; ``quick``: Adam + L2, 20 steps)."""
+    from parity import seed_cnn
+
+    names = ["adam+l2"] if quick else list(seed_cnn.CONFIGURATIONS)
+    steps = 20 if quick else seed_cnn.STEPS
+    reports = []
+    for name in names:
+        report = seed_cnn.run(name, "float64", steps=steps)
+        difference = seed_cnn.loss_relative_differences(report).max()
+        print(f"seed CNN {name} [float64, {steps} steps]: max loss rel diff {difference:.2e}")
+        reports.append(report)
+    return reports
 
 
 def main(argv=None) -> int:
@@ -39,7 +56,8 @@ def main(argv=None) -> int:
         print("no case matches the filters", file=sys.stderr)
         return 2
     if args.report_dir:
-        path = write_report(results, args.report_dir)
+        seed_cnn_reports = _run_seed_cnn(quick=args.quick)
+        path = write_report(results, args.report_dir, seed_cnn_reports)
         print(f"\nreport written to {path}")
     failures = sum(not report.passed for _, _, report in results)
     print(

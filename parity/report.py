@@ -56,8 +56,8 @@ def run_catalog(families=None, dtype=None, quick=False, dry_run=False, echo=prin
     return results
 
 
-def write_report(results, directory: str) -> str:
-    """Write ``summary.md`` and one error-curve PNG per family into ``directory``."""
+def write_report(results, directory: str, seed_cnn_reports=()) -> str:
+    """Write ``summary.md``, one error-curve PNG per family and the seed CNN's loss curves."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -102,6 +102,23 @@ def write_report(results, directory: str) -> str:
         fig.savefig(os.path.join(directory, image), dpi=80)
         plt.close(fig)
         lines.append(f"![{family}]({image})")
+    if seed_cnn_reports:
+        from parity import seed_cnn
+
+        lines += [
+            "",
+            "## Seed CNN, torch vs functional_optreg from the same weights on the same batches",
+            "",
+            "| configuration | dtype | steps | max loss rel diff | max param rel err |",
+            "|---|---|---|---|---|",
+        ]
+        for report in seed_cnn_reports:
+            lines.append(
+                f"| {report.name} | {report.dtype} | {report.steps} | "
+                f"{seed_cnn.loss_relative_differences(report).max():.2e} | {report.max_relative_error:.2e} |"
+            )
+        seed_cnn.loss_curve_plot(list(seed_cnn_reports), os.path.join(directory, "seed_cnn.png"))
+        lines += ["", "![seed CNN loss curves](seed_cnn.png)"]
     path = os.path.join(directory, "summary.md")
     with open(path, "w") as handle:
         handle.write("\n".join(lines) + "\n")

@@ -18,6 +18,8 @@ def test_quick_run_passes_and_writes_report(tmp_path, capsys):
     summary = (tmp_path / "summary.md").read_text()
     assert "| sgd/default | float64 |" in summary
     assert (tmp_path / "adam.png").stat().st_size > 1000
+    assert "seed_cnn/adam+l2 | float64 | 20 |" in summary
+    assert (tmp_path / "seed_cnn.png").stat().st_size > 1000
 
 
 def test_filters_select_families_and_dtypes(capsys):
