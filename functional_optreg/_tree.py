@@ -41,10 +41,15 @@ def check_same_structure(
 
 
 def check_float_params(params: Any) -> None:
-    """Raise ``TypeError`` naming the first leaf that is not a floating-point array."""
+    """Raise ``TypeError`` naming the first leaf that is neither real nor complex floating point.
+
+    Complex leaves are accepted: the elementwise optimizers treat them as real pairs, as torch
+    does (see :func:`functional_optreg.optimizers._common.map_leaves`). Optimizers that torch
+    does not run on complex parameters also call :func:`check_real_params`.
+    """
     for path, leaf in _leaves_with_paths(params):
         dtype = jnp.result_type(leaf)
-        if not jnp.issubdtype(dtype, jnp.floating):
+        if not jnp.issubdtype(dtype, jnp.inexact):
             raise TypeError(
                 f"params at {path or '<root>'} have dtype {dtype}; optimizers only update "
                 "floating-point parameters (torch raises for integer tensors too)."
@@ -58,3 +63,18 @@ def require_params(params: Any, optimizer_name: str, reason: str) -> None:
             f"{optimizer_name} needs the current parameters for {reason}: call "
             "update(grads, state, params)."
         )
+
+
+def check_real_params(params: Any, optimizer_name: str, error: type[Exception] = RuntimeError) -> None:
+    """Raise torch's error when an optimizer without complex support is given complex params.
+
+    The message starts with torch's (``"Adafactor does not support complex parameters"``) and
+    names the first complex leaf. ``error`` is torch's exception type for that optimizer
+    (``RuntimeError`` for Adafactor and Muon, ``ValueError`` for SparseAdam).
+    """
+    for path, leaf in _leaves_with_paths(params):
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.complexfloating):
+            raise error(
+                f"{optimizer_name} does not support complex parameters (params at "
+                f"{path or '<root>'} have dtype {jnp.result_type(leaf)})"
+            )

@@ -20,13 +20,95 @@ def check_update_inputs(name: str, grads: Any, state_like_params: Any, params: A
         _tree.check_same_structure("grads", grads, "params", params)
 
 
+def _filled_like(p: Any, value: Any) -> jax.Array:
+    """An array shaped, typed and placed like ``p`` whose every element is ``value``.
+
+    A complex ``p`` gets ``value + value·i``: torch fills complex state with ``complex(v, v)``
+    (Adagrad's accumulator, Rprop's step size) so that both halves of the real view start alike.
+
+    The fill is written as ``where(False, p, value)`` rather than ``full_like`` so that the result
+    depends on ``p``: inside ``jax.jit(tx.init)`` XLA then gives the state ``p``'s sharding. A
+    constant has no input to take a sharding from and would land on a single device (or be
+    replicated). XLA folds the select away after partitioning, so nothing is computed.
+    """
+    p = jnp.asarray(p)
+    if jnp.issubdtype(p.dtype, jnp.complexfloating):
+        fill = jax.lax.complex(*(jnp.asarray(value, _real_dtype(p.dtype)),) * 2)
+    else:
+        fill = jnp.asarray(value, p.dtype)
+    return jnp.where(jnp.zeros(p.shape, bool), p, fill)
+
+
 def zeros_like_tree(params: Any) -> Any:
-    return jax.tree.map(jnp.zeros_like, params)
+    """Zeros shaped, typed and sharded like each leaf of ``params`` (also under ``jit``)."""
+    return jax.tree.map(lambda p: _filled_like(p, 0), params)
+
+
+def full_like_tree(params: Any, value: Any) -> Any:
+    """``value`` everywhere, shaped, typed and sharded like each leaf of ``params``.
+
+    Complex leaves are filled with ``complex(value, value)``, torch's convention for state that
+    starts at a non-zero value.
+    """
+    return jax.tree.map(lambda p: _filled_like(p, value), params)
 
 
 def cast_tree_like(tree: Any, like: Any) -> Any:
     """Cast each leaf of ``tree`` to the dtype of the matching leaf of ``like``."""
     return jax.tree.map(lambda x, ref: jnp.asarray(x).astype(jnp.result_type(ref)), tree, like)
+
+
+def _real_dtype(dtype: Any) -> Any:
+    """The component dtype of a complex dtype (float32 for complex64); other dtypes unchanged."""
+    return jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.complexfloating) else dtype
+
+
+def _is_complex(x: Any) -> bool:
+    return x is not None and jnp.issubdtype(jnp.result_type(x), jnp.complexfloating)
+
+
+def as_real_pairs(x: Any) -> Any:
+    """``torch.view_as_real``: a complex array as real pairs in a new last axis of size 2.
+
+    Anything else (real arrays, ``None``) is returned unchanged.
+    """
+    if not _is_complex(x):
+        return x
+    x = jnp.asarray(x)
+    return jnp.stack([jnp.real(x), jnp.imag(x)], axis=-1)
+
+
+def from_real_pairs(x: Any, dtype: Any) -> jax.Array:
+    """``torch.view_as_complex``: real pairs in the last axis as a complex array of ``dtype``."""
+    x = jnp.asarray(x).astype(_real_dtype(dtype))
+    return jax.lax.complex(x[..., 0], x[..., 1]).astype(dtype)
+
+
+def _restore_leaf(x: Any, g: Any) -> jax.Array:
+    """Cast a rule's output to the gradient's dtype; for a complex gradient, rebuild complex.
+
+    An output shaped like the real view of a complex gradient becomes complex again; any other
+    output of a complex leaf (a per-leaf scalar) keeps the real component dtype.
+    """
+    dtype = jnp.result_type(g)
+    x = jnp.asarray(x)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        if x.shape == jnp.shape(g) + (2,):
+            return from_real_pairs(x, dtype)
+        return x.astype(_real_dtype(dtype))
+    return x.astype(dtype)
+
+
+def _empty_outputs(fn: Any, treedef: Any, trees: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The outputs of :func:`map_leaves` for a tree without leaves.
+
+    The rule decides how many outputs there are and which are ``None``, so it is traced (not
+    run) once on an abstract stand-in leaf.
+    """
+    stand_in = jax.ShapeDtypeStruct((1, 1), jnp.float32)
+    stand_ins = [None if tree is None else stand_in for tree in trees]
+    shapes = jax.eval_shape(lambda *leaves: fn(*leaves), stand_in, *stand_ins)
+    return tuple(None if shape is None else treedef.unflatten([]) for shape in shapes)
 
 
 def map_leaves(fn: Any, grads: Any, *trees: Any) -> tuple[Any, ...]:
@@ -35,25 +117,30 @@ def map_leaves(fn: Any, grads: Any, *trees: Any) -> tuple[Any, ...]:
     ``fn(g, *leaves)`` returns a tuple (update, new state leaves...). A tree given as ``None``
     (state the configuration does not keep) feeds ``None`` leaves. Each output is cast to the
     gradient's dtype and rebuilt into a tree; an output that is ``None`` everywhere stays ``None``.
+
+    Complex leaves are handled as torch's elementwise optimizers handle them: every complex
+    input of a leaf (gradient, parameter, state) is viewed as real pairs
+    (``torch.view_as_real``), the rule runs on the real view, and the outputs shaped like that
+    view are turned back into complex arrays. Real leaves (per-leaf scalars) pass unchanged.
+    Complex gradients follow torch's convention (``.grad`` is ``dL/dx + i·dL/dy``); ``jax.grad``
+    of a real loss returns its conjugate, so pass ``jnp.conj(jax.grad(loss)(params))``.
     """
     treedef = jax.tree.structure(grads)
     grad_leaves = treedef.flatten_up_to(grads)
     other_leaves = [
         [None] * len(grad_leaves) if tree is None else treedef.flatten_up_to(tree) for tree in trees
     ]
-    results = [fn(g, *rest) for g, *rest in zip(grad_leaves, *other_leaves)]
+    results = [
+        fn(as_real_pairs(g), *(as_real_pairs(leaf) for leaf in rest))
+        for g, *rest in zip(grad_leaves, *other_leaves)
+    ]
     if not results:
-        # An empty tree: probe the rule on an empty leaf to learn how many outputs it has and
-        # which of them are kept (None stays None, as it would for a non-empty tree).
-        empty = jnp.zeros((0,))
-        probe = jax.eval_shape(lambda: fn(empty, *[None if tree is None else empty for tree in trees]))
-        return tuple(None if out is None else treedef.unflatten([]) for out in probe)
-    outputs = []
+        return _empty_outputs(fn, treedef, trees)
+    outputs: list[Any] = []
     for index in range(len(results[0])):
         column = [result[index] for result in results]
         if all(leaf is None for leaf in column):
             outputs.append(None)
         else:
-            cast = [jnp.asarray(x).astype(jnp.result_type(g)) for x, g in zip(column, grad_leaves)]
-            outputs.append(treedef.unflatten(cast))
+            outputs.append(treedef.unflatten([_restore_leaf(x, g) for x, g in zip(column, grad_leaves)]))
     return tuple(outputs)

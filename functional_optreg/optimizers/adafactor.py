@@ -126,6 +126,7 @@ def adafactor(
 
     def init_fn(params):
         _tree.check_float_params(params)
+        _tree.check_real_params(params, "Adafactor")
 
         def row_zeros(p):
             return jnp.zeros(jnp.shape(p)[:-1] + (1,), jnp.result_type(p)) if _factored(p) else None

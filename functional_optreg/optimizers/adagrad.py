@@ -92,7 +92,7 @@ def adagrad(
         _tree.check_float_params(params)
         return AdagradState(
             step=_scalars.zero_step(),
-            sum=jax.tree.map(lambda p: jnp.full_like(p, initial_accumulator_value), params),
+            sum=_common.full_like_tree(params, initial_accumulator_value),
         )
 
     def update_fn(grads, state, params=None):

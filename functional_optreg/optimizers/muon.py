@@ -179,6 +179,7 @@ def muon(
 
     def init_fn(params):
         _tree.check_float_params(params)
+        _tree.check_real_params(params, "Muon")
         _check_2d(params)
         return MuonState(step=_scalars.zero_step(), momentum_buffer=_common.zeros_like_tree(params))
 

@@ -97,7 +97,7 @@ def rprop(
         return RpropState(
             step=_scalars.zero_step(),
             prev=_common.zeros_like_tree(params),
-            step_size=jax.tree.map(lambda p: jnp.full_like(p, lr_0), params),
+            step_size=_common.full_like_tree(params, lr_0),
         )
 
     def update_fn(grads, state, params=None):

@@ -128,6 +128,7 @@ def sparse_adam(
 
     def init_fn(params):
         _tree.check_float_params(params)
+        _tree.check_real_params(params, "SparseAdam", ValueError)
         return SparseAdamState(
             step=_scalars.zero_step(),
             exp_avg=_common.zeros_like_tree(params),
