@@ -24,6 +24,8 @@ import jax
 import numpy as np
 import optax
 
+from functional_optreg import _tree
+
 Selector = Any
 """A regex (``str`` / ``re.Pattern``), a predicate ``fn(path, leaf) -> bool``, a bool tree or
 ``fn(params) -> bool tree``."""
@@ -233,7 +235,16 @@ def param_groups(
             leaf_labels.append(chosen[0] if chosen else default_index)
         return treedef.unflatten(leaf_labels)
 
-    return optax.multi_transform(transforms, labels)
+    routed = optax.multi_transform(transforms, labels)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        # Labels are computed from the trees before any optimizer sees them: check first, so a
+        # mismatch names its path instead of surfacing as a generic pytree error.
+        if params is not None:
+            _tree.check_same_structure("params", params, "grads", updates)
+        return routed.update(updates, state, params, **extra_args)
+
+    return optax.GradientTransformationExtraArgs(routed.init, update_fn)
 
 
 def no_decay_on_bias_and_norm(
