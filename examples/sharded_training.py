@@ -60,9 +60,7 @@ from examples.seed_cnn import model_flax  # noqa: E402
 
 def make_optimizer(lr: float, weight_decay: float) -> optax.GradientTransformation:
     """clip_grad_norm_(1.0) then AdamW, skipping any step whose gradients are not finite."""
-    return fo.nonfinite_policy(
-        optax.chain(fo.clip_grad_norm(1.0), fo.adamw(lr=lr, weight_decay=weight_decay)), "skip"
-    )
+    return fo.nonfinite_policy(optax.chain(fo.clip_grad_norm(1.0), fo.adamw(lr=lr, weight_decay=weight_decay)), "skip")
 
 
 def make_step(tx: optax.GradientTransformation):

@@ -26,7 +26,8 @@ import functools
 import os
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 if __package__ in (None, ""):
     # Run as a script (python examples/train_cnn.py): make the repository root importable.
@@ -42,7 +43,7 @@ from examples.seed_cnn import data as data_lib
 from examples.seed_cnn import model_flax
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def make_optimizer(lr: float, weight_decay: float) -> optax.GradientTransformation:
     """Adam with coupled L2, as ``torch.optim.Adam(lr=lr, weight_decay=weight_decay)``.
 

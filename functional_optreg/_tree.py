@@ -60,8 +60,7 @@ def require_params(params: Any, optimizer_name: str, reason: str) -> None:
     """Raise a clear error when an update that needs the parameters did not receive them."""
     if params is None:
         raise ValueError(
-            f"{optimizer_name} needs the current parameters for {reason}: call "
-            "update(grads, state, params)."
+            f"{optimizer_name} needs the current parameters for {reason}: call update(grads, state, params)."
         )
 
 

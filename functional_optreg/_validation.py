@@ -6,7 +6,8 @@ Every check is skipped for traced values (hyperparameters passed as JAX scalars 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np

@@ -15,7 +15,8 @@ For flax models, pass the ``batch_stats`` collection as ``buffers`` (averaged wi
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, NamedTuple
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -138,9 +139,7 @@ def averaged_model(avg_fn: AvgFn | None = None, *, use_buffers: bool = False) ->
             if use_buffers:
                 new_buffers = jax.tree.map(average, state.buffers, buffers)
             else:
-                new_buffers = jax.tree.map(
-                    lambda kept, b: jnp.asarray(b).astype(kept.dtype), state.buffers, buffers
-                )
+                new_buffers = jax.tree.map(lambda kept, b: jnp.asarray(b).astype(kept.dtype), state.buffers, buffers)
         return AveragedModelState(_scalars.increment(state.n_averaged), new_params, new_buffers)
 
     return Averager(init, update)
@@ -239,9 +238,7 @@ def ema(decay: Any = 0.999, *, use_buffers: bool = False, lerp: bool = True) -> 
     return averaged_model(avg_fn, use_buffers=use_buffers)
 
 
-def swalr(
-    lr: Any, swa_lr: Any, anneal_epochs: int = 10, anneal_strategy: str = "cos"
-) -> Schedule:
+def swalr(lr: Any, swa_lr: Any, anneal_epochs: int = 10, anneal_strategy: str = "cos") -> Schedule:
     r"""The SWALR learning-rate schedule: anneal from ``lr`` to ``swa_lr``, then hold ``swa_lr``.
 
     With :math:`s` the count and :math:`E` = ``anneal_epochs``:
@@ -279,9 +276,7 @@ def swalr(
       [0.1, 0.08, 0.06, 0.04, 0.02, 0.02]
     """
     if anneal_strategy not in ("cos", "linear"):
-        raise ValueError(
-            f"anneal_strategy must be one of 'cos' or 'linear', instead got {anneal_strategy}"
-        )
+        raise ValueError(f"anneal_strategy must be one of 'cos' or 'linear', instead got {anneal_strategy}")
     if not isinstance(anneal_epochs, int) or anneal_epochs < 0:
         raise ValueError(f"anneal_epochs must be equal or greater than 0, got {anneal_epochs}")
 

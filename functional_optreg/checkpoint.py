@@ -66,9 +66,7 @@ def save_state(path: str | os.PathLike, state: Any) -> None:
     for index, (leaf_path, leaf) in enumerate(flat):
         host = _to_host(leaf)
         arrays[_leaf_key(index)] = _storable(host)
-        leaves.append(
-            {"path": jax.tree_util.keystr(leaf_path), "shape": list(host.shape), "dtype": host.dtype.name}
-        )
+        leaves.append({"path": jax.tree_util.keystr(leaf_path), "shape": list(host.shape), "dtype": host.dtype.name})
     meta = {"format": _FORMAT, "treedef": str(treedef), "leaves": leaves}
     arrays["__meta__"] = np.asarray(json.dumps(meta))
     path = os.fspath(path)

@@ -161,9 +161,7 @@ def clip_grad_norm(
                 _check_finite_now(np.asarray(norm), norm_type=norm_type)
         clip_coef = jnp.reciprocal(norm + _EPS) * max_norm
         clip_coef_clamped = jnp.minimum(clip_coef, 1.0)
-        updates = jax.tree.map(
-            lambda g: (g * clip_coef_clamped).astype(jnp.result_type(g)), updates
-        )
+        updates = jax.tree.map(lambda g: (g * clip_coef_clamped).astype(jnp.result_type(g)), updates)
         return updates, ClipGradNormState(total_norm=norm.astype(state.total_norm.dtype))
 
     return optax.GradientTransformation(init_fn, update_fn)

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import inspect
 import re
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -80,7 +81,8 @@ def _takes_one_argument(fn: Callable[..., Any]) -> bool:
     except (TypeError, ValueError):
         return False
     positional = [
-        p for p in parameters
+        p
+        for p in parameters
         if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
         and p.default is inspect.Parameter.empty
     ]
@@ -279,6 +281,4 @@ def no_decay_on_bias_and_norm(
       >>> updates["kernel"], updates["bias"]  # Adam's first step is -lr; the kernel also decays
       (Array([[-0.15, -0.15]], dtype=float32), Array([-0.1, -0.1], dtype=float32))
     """
-    return param_groups(
-        optimizer, [{"params": exclude, "weight_decay": 0.0}], default_group=True, **hyperparameters
-    )
+    return param_groups(optimizer, [{"params": exclude, "weight_decay": 0.0}], default_group=True, **hyperparameters)

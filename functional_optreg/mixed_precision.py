@@ -100,9 +100,7 @@ def mixed_precision(
         _tree.check_same_structure("the master params", state.master_params, "grads", updates)
         _tree.check_same_structure("grads", updates, "params", params)
         master = state.master_params
-        inner_updates, inner_state = inner.update(
-            to_master(updates, params), state.inner_state, master, **extra_args
-        )
+        inner_updates, inner_state = inner.update(to_master(updates, params), state.inner_state, master, **extra_args)
         master = optax.apply_updates(master, inner_updates)
         updates = jax.tree.map(
             lambda m, p: m.astype(jnp.result_type(p)).astype(m.dtype) - jnp.asarray(p).astype(m.dtype),

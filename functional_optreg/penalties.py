@@ -14,7 +14,8 @@ normalization scales reproduces torch param groups with ``weight_decay=0``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Union
+from collections.abc import Callable
+from typing import Any, NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -43,9 +44,7 @@ def _penalty_transform(
     def update_fn(updates, state, params=None):
         _tree.require_params(params, name, "the penalty gradient")
         _tree.check_same_structure("params", params, "grads", updates)
-        updates = jax.tree.map(
-            lambda g, p: (g + gradient_of_penalty(p)).astype(jnp.result_type(g)), updates, params
-        )
+        updates = jax.tree.map(lambda g, p: (g + gradient_of_penalty(p)).astype(jnp.result_type(g)), updates, params)
         return updates, state
 
     transform = optax.GradientTransformation(init_fn, update_fn)
@@ -53,7 +52,9 @@ def _penalty_transform(
 
 
 def l1_penalty(weight: Any, mask: Mask = None) -> optax.GradientTransformation:
-    r"""Add the gradient of :math:`\lambda \sum |\theta|` to the gradient: :math:`g + \lambda\,\mathrm{sign}(\theta)`.
+    r"""Add the L1 gradient to the gradient: :math:`g + \lambda\,\mathrm{sign}(\theta)`.
+
+    That is the gradient of :math:`\lambda \sum |\theta|`.
 
     At :math:`\theta = 0` the added term is 0, the subgradient torch's autograd of ``abs`` uses.
 
@@ -89,7 +90,9 @@ def l2_penalty(weight: Any, mask: Mask = None) -> optax.GradientTransformation:
 
 
 def elastic_net_penalty(l1: Any, l2: Any, mask: Mask = None) -> optax.GradientTransformation:
-    r"""Add the gradient of :math:`\lambda_1 \sum|\theta| + \frac{\lambda_2}{2}\sum\theta^2`: :math:`g + \lambda_1\mathrm{sign}(\theta) + \lambda_2\theta`.
+    r"""Add the elastic-net gradient to the gradient: :math:`g + \lambda_1\mathrm{sign}(\theta) + \lambda_2\theta`.
+
+    That is the gradient of :math:`\lambda_1 \sum|\theta| + \frac{\lambda_2}{2}\sum\theta^2`.
 
     PyTorch equivalence: ``loss + l1 * Σ|p| + l2 / 2 * Σ p²`` before ``backward()``.
 

@@ -30,7 +30,8 @@ torch is imported when :func:`compare` runs, not when this module is imported.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -317,7 +318,6 @@ def _run(torch_optimizer, transform, params, gradient, steps, dtype, torch_sched
     )
 
 
-
 def quadratic_losses(params: Any, seed: int = 0, noise: float = 0.1, steps: int = 1000) -> LossPair:
     r"""The loss whose gradient is :func:`quadratic_gradients`, written for torch and for JAX.
 
@@ -389,7 +389,9 @@ def torch_float32_drift(
                 scheduler.step()
             trajectory.append([t.detach().numpy().copy() for t in tensors])
         runs[dtype] = trajectory
-    return np.asarray([
-        max(_closeness(low, high) for low, high in zip(step32, step64))
-        for step32, step64 in zip(runs[np.float32], runs[np.float64])
-    ])
+    return np.asarray(
+        [
+            max(_closeness(low, high) for low, high in zip(step32, step64))
+            for step32, step64 in zip(runs[np.float32], runs[np.float64])
+        ]
+    )

@@ -60,10 +60,7 @@ def main(argv=None) -> int:
         path = write_report(results, args.report_dir, seed_cnn_reports)
         print(f"\nreport written to {path}")
     failures = sum(not report.passed for _, _, report in results)
-    print(
-        f"\nparity: {len(results) - failures} passed, {failures} failed "
-        f"({time.perf_counter() - started:.1f} s)"
-    )
+    print(f"\nparity: {len(results) - failures} passed, {failures} failed ({time.perf_counter() - started:.1f} s)")
     return 1 if failures else 0
 
 

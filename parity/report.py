@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 from functional_optreg.verify import ParityReport
 from parity.case import Case, run_case
@@ -91,7 +91,9 @@ def write_report(results, directory: str, seed_cnn_reports=()) -> str:
                 if case_dtype != dtype:
                     continue
                 values = report.relative_errors if dtype == "float64" else report.closeness
-                ax.semilogy(range(1, report.steps + 1), [max(v, 1e-18) for v in values], label=case.name.split("/", 1)[1])
+                ax.semilogy(
+                    range(1, report.steps + 1), [max(v, 1e-18) for v in values], label=case.name.split("/", 1)[1]
+                )
             ax.axhline(1e-12 if dtype == "float64" else 1.0, color="red", linestyle="--")
             ax.set_title(f"{family} {dtype}: " + ("relative error" if dtype == "float64" else "assert_close ratio"))
             ax.set_xlabel("step")

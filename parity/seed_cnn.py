@@ -60,8 +60,13 @@ def run(name: str, dtype: str, steps: int = STEPS) -> verify.ParityReport:
     ours, theirs = CONFIGURATIONS[name]
     data, batches = _data_and_batches()
     return verify.compare(
-        theirs, ours(), _initial_params(), loss_pair(data, batches),
-        steps=steps, dtype=dtype, name=f"seed_cnn/{name}",
+        theirs,
+        ours(),
+        _initial_params(),
+        loss_pair(data, batches),
+        steps=steps,
+        dtype=dtype,
+        name=f"seed_cnn/{name}",
     )
 
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -50,9 +51,7 @@ def initial_params(shapes: dict[str, tuple]) -> dict[str, np.ndarray]:
     return params
 
 
-def gradients(
-    step: int, current: dict[str, np.ndarray], sparse_axes: dict[str, int] | None
-) -> dict[str, np.ndarray]:
+def gradients(step: int, current: dict[str, np.ndarray], sparse_axes: dict[str, int] | None) -> dict[str, np.ndarray]:
     """The quadratic stream; with ``sparse_axes`` (SparseAdam), one slice per leaf is left out.
 
     The slice is taken along the axis that is the *first* axis of the JAX leaf (our SparseAdam
@@ -168,7 +167,9 @@ OPTIMIZERS = [
     Config("SGD-plain", torch.optim.SGD, dict(lr=0.05), dict(lr=0.1, momentum=0.5, dampening=0.1)),
     Config("Adam", torch.optim.Adam, dict(lr=0.02, amsgrad=True, weight_decay=0.1), dict(lr=0.05, amsgrad=True)),
     Config("AdamW", torch.optim.AdamW, dict(lr=0.02, weight_decay=0.1), dict(lr=0.05, weight_decay=0.0)),
-    Config("RMSprop", torch.optim.RMSprop, dict(lr=0.01, momentum=0.5, centered=True, weight_decay=0.01), dict(lr=0.02)),
+    Config(
+        "RMSprop", torch.optim.RMSprop, dict(lr=0.01, momentum=0.5, centered=True, weight_decay=0.01), dict(lr=0.02)
+    ),
     Config("Adagrad", torch.optim.Adagrad, dict(lr=0.05, lr_decay=0.01, weight_decay=0.01), dict(lr=0.1)),
     Config("Adadelta", torch.optim.Adadelta, dict(lr=1.0, weight_decay=0.01), dict(lr=0.5)),
     Config("Adamax", torch.optim.Adamax, dict(lr=0.02, weight_decay=0.01), dict(lr=0.05)),
@@ -180,7 +181,9 @@ OPTIMIZERS = [
     Config("Adafactor", torch.optim.Adafactor, dict(lr=0.02, weight_decay=0.01), dict(lr=0.05)),
     Config("Muon", torch.optim.Muon, dict(lr=0.02, weight_decay=0.01), dict(lr=0.05), shapes=MATRIX_SHAPES),
     Config("LBFGS", torch.optim.LBFGS, dict(lr=0.1, max_iter=2, history_size=3)),
-    Config("LBFGS-strong_wolfe", torch.optim.LBFGS, dict(lr=0.3, max_iter=2, history_size=4, line_search_fn="strong_wolfe")),
+    Config(
+        "LBFGS-strong_wolfe", torch.optim.LBFGS, dict(lr=0.3, max_iter=2, history_size=4, line_search_fn="strong_wolfe")
+    ),
 ]
 """Two param groups use each configuration with ``second`` for the bias group (LBFGS has one)."""
 GROUPED = [config for config in OPTIMIZERS if not config.closure]
@@ -238,9 +241,7 @@ SCHEDULED = [
     for config in OPTIMIZERS
 ]
 ALL_SCHEDULERS = [
-    _with_scheduler(_BY_NAME[base], factory, label)
-    for base in ("SGD", "Adam")
-    for label, factory in SCHEDULERS.items()
+    _with_scheduler(_BY_NAME[base], factory, label) for base in ("SGD", "Adam") for label, factory in SCHEDULERS.items()
 ]
 
 
@@ -284,7 +285,9 @@ def _compare_values(ours: Any, theirs: Any, where: str) -> None:
         for index, (a, b) in enumerate(zip(ours, theirs)):
             _compare_values(a, b, f"{where}[{index}]")
     elif isinstance(theirs, float) and not isinstance(ours, bool):
-        assert math.isclose(ours, theirs, rel_tol=RTOL, abs_tol=0.0) or ours == theirs, f"{where}: {ours!r} != {theirs!r}"
+        assert math.isclose(ours, theirs, rel_tol=RTOL, abs_tol=0.0) or ours == theirs, (
+            f"{where}: {ours!r} != {theirs!r}"
+        )
     else:
         assert ours == theirs, f"{where}: {ours!r} != {theirs!r}"
 

@@ -7,11 +7,7 @@ import pytest
 from parity.case import run_case
 from parity.catalog import all_cases
 
-PARAMS = [
-    pytest.param(case, dtype, id=f"{case.name}-{dtype}")
-    for case in all_cases()
-    for dtype in case.dtypes
-]
+PARAMS = [pytest.param(case, dtype, id=f"{case.name}-{dtype}") for case in all_cases() for dtype in case.dtypes]
 
 
 @pytest.mark.parametrize("case, dtype", PARAMS)

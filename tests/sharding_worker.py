@@ -13,9 +13,7 @@ import os
 import sys
 import time
 
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-).strip()
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
@@ -145,9 +143,7 @@ def check_param_sharded(dtype, names):
         mismatched = [
             f"{field}{jax.tree_util.keystr(path)}"
             for field, tree in param_shaped_fields(fresh, params).items()
-            for (path, leaf), target in zip(
-                jax.tree_util.tree_flatten_with_path(tree)[0], jax.tree.leaves(sharded)
-            )
+            for (path, leaf), target in zip(jax.tree_util.tree_flatten_with_path(tree)[0], jax.tree.leaves(sharded))
             if not leaf.sharding.is_equivalent_to(target, leaf.ndim)
         ]
         emit("init_sharding", label, not mismatched, f"leaves not sharded like params: {mismatched}")
@@ -155,9 +151,7 @@ def check_param_sharded(dtype, names):
         kept = [
             f"{field}{jax.tree_util.keystr(path)}"
             for field, tree in param_shaped_fields(state, params).items()
-            for (path, leaf), target in zip(
-                jax.tree_util.tree_flatten_with_path(tree)[0], jax.tree.leaves(sharded)
-            )
+            for (path, leaf), target in zip(jax.tree_util.tree_flatten_with_path(tree)[0], jax.tree.leaves(sharded))
             if not leaf.sharding.is_equivalent_to(target, leaf.ndim)
         ]
         emit("step_keeps_sharding", label, not kept, f"leaves resharded by the step: {kept}")
@@ -193,8 +187,12 @@ def check_clipping():
             worst = max(max_relative_difference(a, b) for a, b in zip(ours, reference))
             clipped = bool(np.asarray(reference[0][1][0].total_norm) > 1.0)
             found = collectives_in(hlo)
-            emit("clip_float64_rounding", name, worst <= 1e-14 and clipped and "all-reduce" in found,
-                 f"max relative difference {worst:.3e}; clipping active: {clipped}; collectives {found}")
+            emit(
+                "clip_float64_rounding",
+                name,
+                worst <= 1e-14 and clipped and "all-reduce" in found,
+                f"max relative difference {worst:.3e}; clipping active: {clipped}; collectives {found}",
+            )
 
 
 def check_zero1(dtype):
@@ -215,17 +213,22 @@ def check_zero1(dtype):
             if not leaf.sharding.is_equivalent_to(expected, leaf.ndim):
                 wrong.append(jax.tree_util.keystr(path))
         split = sum(
-            1 for leaf in jax.tree.leaves(state)
-            if leaf.ndim and leaf.addressable_shards[0].data.size * 8 == leaf.size
+            1 for leaf in jax.tree.leaves(state) if leaf.ndim and leaf.addressable_shards[0].data.size * 8 == leaf.size
         )
-        emit("zero1_state_split", label, not wrong and split > 0,
-             f"{split} state leaves split 8 ways; leaves not on their ZeRO spec: {wrong}")
-        replicated_out = all(
-            leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(last_params)
+        emit(
+            "zero1_state_split",
+            label,
+            not wrong and split > 0,
+            f"{split} state leaves split 8 ways; leaves not on their ZeRO spec: {wrong}",
         )
+        replicated_out = all(leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(last_params))
         found = collectives_in(hlo)
-        emit("zero1_collectives", label, replicated_out and found == ["all-gather"],
-             f"params replicated after the step: {replicated_out}; collectives {found}")
+        emit(
+            "zero1_collectives",
+            label,
+            replicated_out and found == ["all-gather"],
+            f"params replicated after the step: {replicated_out}; collectives {found}",
+        )
         same = all(bitwise_equal(a, b) for a, b in zip(ours, reference))
         detail = f"max relative difference {max(max_relative_difference(a, b) for a, b in zip(ours, reference)):.3e}"
         emit("zero1_bitwise_vs_single_device", label, same, detail)

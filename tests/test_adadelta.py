@@ -17,9 +17,7 @@ import functional_optreg as fo
 def test_signature_matches_torch():
     ours = list(inspect.signature(fo.adadelta).parameters.values())
     theirs = list(inspect.signature(torch.optim.Adadelta.__init__).parameters.values())[2:]
-    assert [(p.name, p.kind, p.default) for p in ours] == [
-        (p.name, p.kind, p.default) for p in theirs
-    ]
+    assert [(p.name, p.kind, p.default) for p in ours] == [(p.name, p.kind, p.default) for p in theirs]
 
 
 @pytest.mark.parametrize(
@@ -67,9 +65,7 @@ def _run_both(kwargs, steps=5):
     return ours, {k: optimizer.state[t] for k, t in tensors.items()}, params, tensors
 
 
-@pytest.mark.parametrize(
-    "kwargs", [dict(), dict(lr=0.5, rho=0.5, eps=1e-2), dict(weight_decay=0.2, maximize=True)]
-)
+@pytest.mark.parametrize("kwargs", [dict(), dict(lr=0.5, rho=0.5, eps=1e-2), dict(weight_decay=0.2, maximize=True)])
 def test_state_matches_torch_key_by_key(kwargs):
     ours, theirs, params, tensors = _run_both(kwargs)
     for name, torch_state in theirs.items():

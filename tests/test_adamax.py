@@ -17,9 +17,7 @@ import functional_optreg as fo
 def test_signature_matches_torch():
     ours = list(inspect.signature(fo.adamax).parameters.values())
     theirs = list(inspect.signature(torch.optim.Adamax.__init__).parameters.values())[2:]
-    assert [(p.name, p.kind, p.default) for p in ours] == [
-        (p.name, p.kind, p.default) for p in theirs
-    ]
+    assert [(p.name, p.kind, p.default) for p in ours] == [(p.name, p.kind, p.default) for p in theirs]
 
 
 @pytest.mark.parametrize(

@@ -30,9 +30,7 @@ def test_ema_decay_validation_matches_torch(decay):
     assert str(ours.value) == str(theirs.value)
 
 
-@pytest.mark.parametrize(
-    "kwargs", [dict(anneal_strategy="exp"), dict(anneal_epochs=-1), dict(anneal_epochs=2.5)]
-)
+@pytest.mark.parametrize("kwargs", [dict(anneal_strategy="exp"), dict(anneal_epochs=-1), dict(anneal_epochs=2.5)])
 def test_swalr_validation_matches_torch(kwargs):
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
     with pytest.raises(ValueError) as theirs:
@@ -187,8 +185,14 @@ def _named(module, buffers):
     [
         (lambda: fo.swa(use_buffers=True), dict(use_buffers=True)),
         (lambda: fo.swa(), dict()),
-        (lambda: fo.ema(0.6, use_buffers=True), dict(use_buffers=True, multi_avg_fn=swa_utils.get_ema_multi_avg_fn(0.6))),
-        (lambda: fo.ema(0.7, use_buffers=True, lerp=False), dict(use_buffers=True, avg_fn=swa_utils.get_ema_avg_fn(0.7))),
+        (
+            lambda: fo.ema(0.6, use_buffers=True),
+            dict(use_buffers=True, multi_avg_fn=swa_utils.get_ema_multi_avg_fn(0.6)),
+        ),
+        (
+            lambda: fo.ema(0.7, use_buffers=True, lerp=False),
+            dict(use_buffers=True, avg_fn=swa_utils.get_ema_avg_fn(0.7)),
+        ),
     ],
 )
 def test_matches_averaged_model_on_a_batchnorm_model(ours, torch_kwargs):
@@ -208,7 +212,9 @@ def test_matches_averaged_model_on_a_batchnorm_model(ours, torch_kwargs):
             theirs = {**_named(averaged.module, False), **_named(averaged.module, True)}
             for name, value in {**state.params, **state.buffers}.items():
                 assert value.dtype == theirs[name].dtype, name
-                np.testing.assert_allclose(np.asarray(value), np.asarray(theirs[name]), rtol=1e-6, atol=1e-12, err_msg=name)
+                np.testing.assert_allclose(
+                    np.asarray(value), np.asarray(theirs[name]), rtol=1e-6, atol=1e-12, err_msg=name
+                )
         assert int(state.n_averaged) == int(averaged.n_averaged) == 7
         if torch_kwargs.get("use_buffers"):
             assert int(state.buffers["1.num_batches_tracked"]) < 7
@@ -282,7 +288,9 @@ def test_update_bn_ignores_stale_statistics_and_matches_a_direct_computation():
     loader = _loader(seed=1)
     stats = fo.update_bn(loader, _Net(), variables, train=True)["batch_stats"]["BatchNorm_0"]
     hidden = [np.asarray(nn.Dense(4).apply({"params": variables["params"]["Dense_0"]}, x)) for x, _ in loader]
-    np.testing.assert_allclose(np.asarray(stats["mean"]), np.mean([h.mean(0) for h in hidden], axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(stats["mean"]), np.mean([h.mean(0) for h in hidden], axis=0), rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_allclose(np.asarray(stats["var"]), np.mean([h.var(0) for h in hidden], axis=0), rtol=1e-4)
 
 
@@ -308,5 +316,7 @@ def test_update_bn_restores_the_modules_momentum():
     before = variables["batch_stats"]["BatchNorm_0"]["mean"]
     batch_mean = np.asarray(nn.Dense(4).apply({"params": variables["params"]["Dense_0"]}, x)).mean(0)
     np.testing.assert_allclose(
-        np.asarray(mutated["batch_stats"]["BatchNorm_0"]["mean"]), 0.9 * np.asarray(before) + 0.1 * batch_mean, rtol=1e-5
+        np.asarray(mutated["batch_stats"]["BatchNorm_0"]["mean"]),
+        0.9 * np.asarray(before) + 0.1 * batch_mean,
+        rtol=1e-5,
     )

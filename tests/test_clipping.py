@@ -41,9 +41,7 @@ def test_total_norm_matches_torch_get_total_norm(norm_type):
         grads = _grads()
         grads["dense"][0, 0] = 0.0
         ours = clipping.total_norm(jax.tree.map(jnp.asarray, grads), float(norm_type))
-        theirs = torch.nn.utils.get_total_norm(
-            [torch.from_numpy(g) for g in jax.tree.leaves(grads)], norm_type
-        )
+        theirs = torch.nn.utils.get_total_norm([torch.from_numpy(g) for g in jax.tree.leaves(grads)], norm_type)
         np.testing.assert_allclose(np.asarray(ours), theirs.numpy(), rtol=1e-14)
         assert ours.dtype == jnp.float64
 

@@ -15,7 +15,6 @@ import torch
 
 import functional_optreg as fo
 from functional_optreg import verify
-from parity.case import run_case
 
 ELEMENTWISE = {
     "sgd": lambda: fo.sgd(lr=0.05, momentum=0.9, weight_decay=0.1, nesterov=True),
@@ -63,9 +62,7 @@ def _grads(params, seed):
 
 
 def _pairs(tree):
-    return jax.tree.map(
-        lambda x: jnp.stack([jnp.real(x), jnp.imag(x)], -1) if jnp.iscomplexobj(x) else x, tree
-    )
+    return jax.tree.map(lambda x: jnp.stack([jnp.real(x), jnp.imag(x)], -1) if jnp.iscomplexobj(x) else x, tree)
 
 
 def _run(tx, params, grads_stream):
@@ -142,6 +139,7 @@ def test_jax_grad_is_the_conjugate_of_torchs_grad():
     start = rng.normal(size=(3, 2)) + 1j * rng.normal(size=(3, 2))
 
     with jax.enable_x64(True):
+
         def loss(z):
             return jnp.sum(weight * jnp.abs(z - target) ** 2) + jnp.sum(jnp.real(z) * jnp.imag(z))
 

@@ -159,7 +159,9 @@ def test_is_bias_or_norm_selection():
         "temperature": jnp.zeros(()),
     }
     flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-    chosen = {groups_module.path_string(p) for p, leaf in flat if fo.is_bias_or_norm(groups_module.path_string(p), leaf)}
+    chosen = {
+        groups_module.path_string(p) for p, leaf in flat if fo.is_bias_or_norm(groups_module.path_string(p), leaf)
+    }
     assert chosen == {"LayerNorm_0/scale", "LayerNorm_0/bias", "Dense_0/bias", "rel_pos/bias", "temperature"}
 
 
@@ -173,9 +175,7 @@ def test_one_liner_puts_excluded_leaves_in_group_zero_without_decay():
 
 
 def test_inject_hyperparams_optimizer_exposes_each_groups_values():
-    tx = fo.param_groups(
-        optax.inject_hyperparams(fo.sgd), [{"params": "bias", "lr": 0.5}], default_group=True, lr=0.1
-    )
+    tx = fo.param_groups(optax.inject_hyperparams(fo.sgd), [{"params": "bias", "lr": 0.5}], default_group=True, lr=0.1)
     _, state = _step(tx, _params())
     assert float(state.inner_states[0].inner_state.hyperparams["lr"]) == 0.5
     assert float(state.inner_states[1].inner_state.hyperparams["lr"]) == pytest.approx(0.1)

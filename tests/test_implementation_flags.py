@@ -31,7 +31,12 @@ def test_same_flags_as_torch(ours, theirs):
 
 @pytest.mark.parametrize("ours, theirs", FUSED_PAIRS, ids=lambda f: getattr(f, "__name__", ""))
 @pytest.mark.parametrize(
-    "flags", [dict(fused=True, differentiable=True), dict(fused=True, foreach=True), dict(fused=True, foreach=True, differentiable=True)]
+    "flags",
+    [
+        dict(fused=True, differentiable=True),
+        dict(fused=True, foreach=True),
+        dict(fused=True, foreach=True, differentiable=True),
+    ],
 )
 def test_rejected_combinations_match_torch(ours, theirs, flags):
     with pytest.raises(RuntimeError) as their_error:

@@ -62,13 +62,15 @@ def _run_against_torch(ours, torch_class, kwargs, low, master):
         for p, ours_master in zip(params, state.master_params):
             assert ours_master.dtype == jnp.dtype(master)
             np.testing.assert_array_equal(np.asarray(p), np.asarray(ours_master.astype(jax_low)))
-        history.append((
-            [np.asarray(m) for m in state.master_params],
-            [m.detach().numpy().copy() for m in masters],
-            [np.asarray(p, np.float32) for p in params],
-            [m.detach().to(torch_low).float().numpy() for m in masters],
-            [_spacing(m.detach().to(torch_low)) for m in masters],
-        ))
+        history.append(
+            (
+                [np.asarray(m) for m in state.master_params],
+                [m.detach().numpy().copy() for m in masters],
+                [np.asarray(p, np.float32) for p in params],
+                [m.detach().to(torch_low).float().numpy() for m in masters],
+                [_spacing(m.detach().to(torch_low)) for m in masters],
+            )
+        )
     return history
 
 

@@ -50,8 +50,7 @@ def _side_by_side(case, dtype, steps=60):
             grads = treedef.unflatten([jnp.asarray(g) for g in gradient(index, ours_now)])
             params, state = step(params, state, grads)
             theirs = [
-                {key: value.detach().numpy().copy() for key, value in optimizer.state[t].items()}
-                for t in tensors
+                {key: value.detach().numpy().copy() for key, value in optimizer.state[t].items()} for t in tensors
             ]
             history.append((theirs, jax.tree.map(np.asarray, state)))
         return history
@@ -108,7 +107,7 @@ def test_sma_length_in_float32_is_accurate(beta2):
     """Within 4 float32 epsilons of the exact value (the direct expression loses up to ~8000)."""
     mpmath.mp.dps = 40
     b = mpmath.mpf(beta2)
-    exact = np.array([float(2 / (1 - b) - 1 - 2 * int(t) * b**int(t) / (1 - b ** int(t))) for t in _STEPS])
+    exact = np.array([float(2 / (1 - b) - 1 - 2 * int(t) * b ** int(t) / (1 - b ** int(t))) for t in _STEPS])
     ours = np.asarray(jax.vmap(lambda s: sma_length(beta2, s))(jnp.asarray(_STEPS, jnp.int32)))
     assert ours.dtype == np.float32
     error = np.abs(ours.astype(np.float64) - exact) / np.maximum(1.0, np.abs(exact))

@@ -21,9 +21,7 @@ def _torch_parameters(cls):
 def test_signature_matches_torch():
     ours = list(inspect.signature(fo.rmsprop).parameters.values())
     theirs = _torch_parameters(torch.optim.RMSprop)
-    assert [(p.name, p.kind, p.default) for p in ours] == [
-        (p.name, p.kind, p.default) for p in theirs
-    ]
+    assert [(p.name, p.kind, p.default) for p in ours] == [(p.name, p.kind, p.default) for p in theirs]
 
 
 def test_positional_arguments_follow_torch_order():

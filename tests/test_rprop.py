@@ -49,8 +49,7 @@ def _side_by_side(case, dtype, steps=60):
             grads = treedef.unflatten([jnp.asarray(g) for g in gradient(index, ours_now)])
             params, state = step(params, state, grads)
             theirs = [
-                {key: value.detach().numpy().copy() for key, value in optimizer.state[t].items()}
-                for t in tensors
+                {key: value.detach().numpy().copy() for key, value in optimizer.state[t].items()} for t in tensors
             ]
             history.append((theirs, jax.tree.map(np.asarray, state)))
         return history

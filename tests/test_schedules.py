@@ -34,11 +34,20 @@ CYCLIC_CONFIGS = {
     "triangular2": dict(base_lr=0.02, max_lr=0.2, step_size_up=3, step_size_down=4, mode="triangular2"),
     "exp_range": dict(base_lr=0.01, max_lr=0.1, step_size_up=5, step_size_down=2, mode="exp_range", gamma=0.97),
     "scale_fn_cycle": dict(
-        base_lr=0.01, max_lr=0.1, step_size_up=4, scale_fn=lambda x: 1.0 / (x + 1.0), scale_mode="cycle",
-        base_momentum=0.7, max_momentum=0.95,
+        base_lr=0.01,
+        max_lr=0.1,
+        step_size_up=4,
+        scale_fn=lambda x: 1.0 / (x + 1.0),
+        scale_mode="cycle",
+        base_momentum=0.7,
+        max_momentum=0.95,
     ),
     "scale_fn_iterations": dict(
-        base_lr=0.01, max_lr=0.1, step_size_up=2, step_size_down=6, scale_fn=lambda x: 0.99**x,
+        base_lr=0.01,
+        max_lr=0.1,
+        step_size_up=2,
+        step_size_down=6,
+        scale_fn=lambda x: 0.99**x,
         scale_mode="iterations",
     ),
 }
@@ -49,16 +58,33 @@ ONE_CYCLE_CONFIGS = {
     "linear": dict(max_lr=0.2, total_steps=37, anneal_strategy="linear", pct_start=0.25),
     "three_phase": dict(max_lr=0.1, total_steps=50, three_phase=True, pct_start=0.2),
     "three_phase_linear": dict(
-        max_lr=0.3, epochs=6, steps_per_epoch=7, three_phase=True, anneal_strategy="linear",
-        div_factor=10.0, final_div_factor=100.0, base_momentum=0.8, max_momentum=0.9,
+        max_lr=0.3,
+        epochs=6,
+        steps_per_epoch=7,
+        three_phase=True,
+        anneal_strategy="linear",
+        div_factor=10.0,
+        final_div_factor=100.0,
+        base_momentum=0.8,
+        max_momentum=0.9,
     ),
     "div_factors": dict(max_lr=0.05, total_steps=45, div_factor=5.0, final_div_factor=50.0, pct_start=0.5),
 }
 
 LR_CASES = [
     ("lambda/power", lambda: fo.lambda_lr(LR, lambda e: 0.95**e), lambda o: S.LambdaLR(o, lambda e: 0.95**e), 30),
-    ("lambda/int_division", lambda: fo.lambda_lr(LR, lambda e: e // 3 + 1), lambda o: S.LambdaLR(o, lambda e: e // 3 + 1), 30),
-    ("multiplicative/constant", lambda: fo.multiplicative_lr(LR, lambda e: 0.9), lambda o: S.MultiplicativeLR(o, lambda e: 0.9), 30),
+    (
+        "lambda/int_division",
+        lambda: fo.lambda_lr(LR, lambda e: e // 3 + 1),
+        lambda o: S.LambdaLR(o, lambda e: e // 3 + 1),
+        30,
+    ),
+    (
+        "multiplicative/constant",
+        lambda: fo.multiplicative_lr(LR, lambda e: 0.9),
+        lambda o: S.MultiplicativeLR(o, lambda e: 0.9),
+        30,
+    ),
     (
         "multiplicative/varying",
         lambda: fo.multiplicative_lr(LR, lambda e: 1.0 - 0.01 * e),
@@ -67,9 +93,24 @@ LR_CASES = [
     ),
     ("step/3_0.5", lambda: fo.step_lr(LR, 3, 0.5), lambda o: S.StepLR(o, 3, 0.5), 30),
     ("step/7_default_gamma", lambda: fo.step_lr(LR, 7), lambda o: S.StepLR(o, 7), 30),
-    ("multi_step/repeated", lambda: fo.multi_step_lr(LR, [2, 5, 5, 9], 0.5), lambda o: S.MultiStepLR(o, [2, 5, 5, 9], 0.5), 30),
-    ("multi_step/zero_unsorted", lambda: fo.multi_step_lr(LR, [7, 0], 0.3), lambda o: S.MultiStepLR(o, [7, 0], 0.3), 25),
-    ("multi_step/never_firing", lambda: fo.multi_step_lr(LR, [-1, 2.5, 3]), lambda o: S.MultiStepLR(o, [-1, 2.5, 3]), 12),
+    (
+        "multi_step/repeated",
+        lambda: fo.multi_step_lr(LR, [2, 5, 5, 9], 0.5),
+        lambda o: S.MultiStepLR(o, [2, 5, 5, 9], 0.5),
+        30,
+    ),
+    (
+        "multi_step/zero_unsorted",
+        lambda: fo.multi_step_lr(LR, [7, 0], 0.3),
+        lambda o: S.MultiStepLR(o, [7, 0], 0.3),
+        25,
+    ),
+    (
+        "multi_step/never_firing",
+        lambda: fo.multi_step_lr(LR, [-1, 2.5, 3]),
+        lambda o: S.MultiStepLR(o, [-1, 2.5, 3]),
+        12,
+    ),
     ("constant/default", lambda: fo.constant_lr(LR), lambda o: S.ConstantLR(o), 20),
     ("constant/0.3_4", lambda: fo.constant_lr(LR, 0.3, 4), lambda o: S.ConstantLR(o, 0.3, 4), 15),
     ("constant/total_iters_0", lambda: fo.constant_lr(LR, 0.5, 0), lambda o: S.ConstantLR(o, 0.5, 0), 10),
@@ -87,7 +128,12 @@ LR_CASES = [
     ("cosine/T7_eta_min", lambda: fo.cosine_annealing_lr(LR, 7, 0.01), lambda o: S.CosineAnnealingLR(o, 7, 0.01), 40),
     ("cosine/T50", lambda: fo.cosine_annealing_lr(LR, 50, 1e-3), lambda o: S.CosineAnnealingLR(o, 50, 1e-3), 200),
     ("cosine/T300", lambda: fo.cosine_annealing_lr(LR, 300, 1e-3), lambda o: S.CosineAnnealingLR(o, 300, 1e-3), 1000),
-    ("warm_restarts/T5", lambda: fo.cosine_annealing_warm_restarts(LR, 5), lambda o: S.CosineAnnealingWarmRestarts(o, 5), 30),
+    (
+        "warm_restarts/T5",
+        lambda: fo.cosine_annealing_warm_restarts(LR, 5),
+        lambda o: S.CosineAnnealingWarmRestarts(o, 5),
+        30,
+    ),
     (
         "warm_restarts/T3_mult2",
         lambda: fo.cosine_annealing_warm_restarts(LR, 3, 2, 0.01),
@@ -101,9 +147,7 @@ LR_CASES = [
         60,
     ),
 ]
-LR_CASES += [
-    (f"cyclic/{name}", *_cyclic(**kw), CYCLIC_EPOCHS) for name, kw in CYCLIC_CONFIGS.items()
-]
+LR_CASES += [(f"cyclic/{name}", *_cyclic(**kw), CYCLIC_EPOCHS) for name, kw in CYCLIC_CONFIGS.items()]
 
 
 def _seq(ours_members, torch_members, milestones):
@@ -132,8 +176,16 @@ COMPOSITE_CASES = [
     ("sequential/warmup_cosine_step", *_seq(*_pick("linear/warmup_10", "cosine/T10", "step/3_0.5"), [10, 25]), 60),
     ("sequential/multiplicative_continues", *_seq(*_pick("step/3_0.5", "multiplicative/varying"), [7]), 30),
     ("sequential/constant_total_iters_0", *_seq(*_pick("exponential/0.5", "constant/total_iters_0"), [4]), 15),
-    ("sequential/milestone_zero", *_seq(*_pick("exponential/0.5", "multiplicative/constant", "step/3_0.5"), [0, 6]), 20),
-    ("sequential/equal_milestones", *_seq(*_pick("constant/0.3_4", "polynomial/default", "linear/default"), [3, 3]), 20),
+    (
+        "sequential/milestone_zero",
+        *_seq(*_pick("exponential/0.5", "multiplicative/constant", "step/3_0.5"), [0, 6]),
+        20,
+    ),
+    (
+        "sequential/equal_milestones",
+        *_seq(*_pick("constant/0.3_4", "polynomial/default", "linear/default"), [3, 3]),
+        20,
+    ),
     ("sequential/multi_step_closed_form", *_seq(*_pick("linear/default", "multi_step/never_firing"), [4]), 20),
     ("sequential/restarts_cyclic", *_seq(*_pick("warm_restarts/T5", "cyclic/triangular", "lambda/power"), [8, 20]), 40),
     ("chained/constant_exponential", *_chain(*_pick("constant/0.3_4", "exponential/0.9")), 30),
@@ -143,8 +195,12 @@ COMPOSITE_CASES = [
     ("chained/cyclic_then_constant", *_chain(*_pick("cyclic/triangular", "constant/0.3_4")), 20),
     ("chained/warmup_cosine", *_chain(*_pick("linear/default", "cosine/T10")), 45),
     ("chained/cosine_eta_min_step", *_chain(*_pick("cosine/T7_eta_min", "step/3_0.5")), 45),
-    ("chained/nested", lambda: fo.chained_scheduler([fo.chained_scheduler([_T["constant/0.3_4"][0]()]), _T["exponential/0.9"][0]()]),
-     lambda o: S.ChainedScheduler([S.ChainedScheduler([_T["constant/0.3_4"][1](o)]), _T["exponential/0.9"][1](o)]), 20),
+    (
+        "chained/nested",
+        lambda: fo.chained_scheduler([fo.chained_scheduler([_T["constant/0.3_4"][0]()]), _T["exponential/0.9"][0]()]),
+        lambda o: S.ChainedScheduler([S.ChainedScheduler([_T["constant/0.3_4"][1](o)]), _T["exponential/0.9"][1](o)]),
+        20,
+    ),
 ]
 
 
@@ -276,7 +332,9 @@ def test_jit_does_not_retrace_and_dtype_is_default_float(schedule):
     values = [lr_at(jnp.int32(c)) for c in range(12)]
     assert len(traces) == 1
     assert all(v.dtype == jnp.float32 for v in values)
-    np.testing.assert_allclose([float(v) for v in values], [float(schedule(c)) for c in range(12)], rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(
+        [float(v) for v in values], [float(schedule(c)) for c in range(12)], rtol=1e-5, atol=1e-9
+    )
 
 
 def test_schedule_drives_optimizer_first_update_uses_schedule_at_zero():

@@ -38,10 +38,15 @@ def _torch_trajectory(config, metrics, lr):
     for metric in metrics:
         optimizer.step()
         scheduler.step(metric)
-        rows.append((
-            scheduler.get_last_lr()[0], scheduler.best, scheduler.num_bad_epochs,
-            scheduler.cooldown_counter, scheduler.last_epoch,
-        ))
+        rows.append(
+            (
+                scheduler.get_last_lr()[0],
+                scheduler.best,
+                scheduler.num_bad_epochs,
+                scheduler.cooldown_counter,
+                scheduler.last_epoch,
+            )
+        )
     return rows
 
 
@@ -62,7 +67,13 @@ def test_state_matches_torch_after_every_metric(name, seed):
             lr_before = float(state.last_lr)
             scaled, state = update(updates, state, value=metric)
             assert float(scaled["w"][0]) == pytest.approx(lr_before / lr, rel=1e-15)
-            ours = (float(state.last_lr), float(state.best), int(state.num_bad_epochs), int(state.cooldown_counter), int(state.last_epoch))
+            ours = (
+                float(state.last_lr),
+                float(state.best),
+                int(state.num_bad_epochs),
+                int(state.cooldown_counter),
+                int(state.last_epoch),
+            )
             assert ours == row, f"metric {index}: ours {ours}, torch {row}"
     assert len({row[0] for row in expected}) > 1, "the metric stream should trigger a reduction"
 
@@ -90,13 +101,17 @@ def test_chained_after_optimizer_reads_value_and_rescales_every_leaf():
     grads = jax.tree.map(jnp.ones_like, params)
     step = jax.jit(tx.update)
     traces = []
-    for index, metric in enumerate([2.0, 3.0, 3.0, 1.0]):
+    for metric in [2.0, 3.0, 3.0, 1.0]:
         scale = float(optax.tree.get(state, "last_lr")) / 0.01
         updates, state = step(grads, state, params, value=jnp.float32(metric))
         ref_updates, ref_state = reference.update(grads, ref_state, params)
         for ours, ref in zip(jax.tree.leaves(updates), jax.tree.leaves(ref_updates)):
             assert ours.dtype == ref.dtype
-            np.testing.assert_allclose(np.asarray(ours, np.float32), scale * np.asarray(ref, np.float32), rtol=1e-2 if ours.dtype == jnp.bfloat16 else 1e-6)
+            np.testing.assert_allclose(
+                np.asarray(ours, np.float32),
+                scale * np.asarray(ref, np.float32),
+                rtol=1e-2 if ours.dtype == jnp.bfloat16 else 1e-6,
+            )
         traces.append(scale)
     assert traces == pytest.approx([1.0, 1.0, 0.5, 0.25], rel=1e-6)
 

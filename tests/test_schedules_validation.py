@@ -24,19 +24,59 @@ TORCH_WORDED = [
     ("constant_factor", lambda: fo.constant_lr(0.1, factor=1.5), lambda o: S.ConstantLR(o, factor=1.5)),
     ("linear_start", lambda: fo.linear_lr(0.1, start_factor=0.0), lambda o: S.LinearLR(o, start_factor=0.0)),
     ("linear_end", lambda: fo.linear_lr(0.1, end_factor=1.5), lambda o: S.LinearLR(o, end_factor=1.5)),
-    ("warm_restarts_T_0", lambda: fo.cosine_annealing_warm_restarts(0.1, 0), lambda o: S.CosineAnnealingWarmRestarts(o, 0)),
-    ("warm_restarts_T_0_float", lambda: fo.cosine_annealing_warm_restarts(0.1, 2.0), lambda o: S.CosineAnnealingWarmRestarts(o, 2.0)),
-    ("warm_restarts_T_mult", lambda: fo.cosine_annealing_warm_restarts(0.1, 2, 0), lambda o: S.CosineAnnealingWarmRestarts(o, 2, 0)),
-    ("warm_restarts_eta_min", lambda: fo.cosine_annealing_warm_restarts(0.1, 2, 1, "0"), lambda o: S.CosineAnnealingWarmRestarts(o, 2, 1, "0")),
+    (
+        "warm_restarts_T_0",
+        lambda: fo.cosine_annealing_warm_restarts(0.1, 0),
+        lambda o: S.CosineAnnealingWarmRestarts(o, 0),
+    ),
+    (
+        "warm_restarts_T_0_float",
+        lambda: fo.cosine_annealing_warm_restarts(0.1, 2.0),
+        lambda o: S.CosineAnnealingWarmRestarts(o, 2.0),
+    ),
+    (
+        "warm_restarts_T_mult",
+        lambda: fo.cosine_annealing_warm_restarts(0.1, 2, 0),
+        lambda o: S.CosineAnnealingWarmRestarts(o, 2, 0),
+    ),
+    (
+        "warm_restarts_eta_min",
+        lambda: fo.cosine_annealing_warm_restarts(0.1, 2, 1, "0"),
+        lambda o: S.CosineAnnealingWarmRestarts(o, 2, 1, "0"),
+    ),
     ("cyclic_mode", lambda: fo.cyclic_lr(0.01, 0.1, mode="square"), lambda o: S.CyclicLR(o, 0.01, 0.1, mode="square")),
     ("cyclic_two_groups", lambda: fo.cyclic_lr([0.01, 0.02], 0.1), None),
     ("one_cycle_missing_steps", lambda: fo.one_cycle_lr(0.1), lambda o: S.OneCycleLR(o, 0.1)),
-    ("one_cycle_total_steps", lambda: fo.one_cycle_lr(0.1, total_steps=0), lambda o: S.OneCycleLR(o, 0.1, total_steps=0)),
-    ("one_cycle_epochs", lambda: fo.one_cycle_lr(0.1, epochs=0, steps_per_epoch=3), lambda o: S.OneCycleLR(o, 0.1, epochs=0, steps_per_epoch=3)),
-    ("one_cycle_steps_per_epoch", lambda: fo.one_cycle_lr(0.1, epochs=2, steps_per_epoch=1.5), lambda o: S.OneCycleLR(o, 0.1, epochs=2, steps_per_epoch=1.5)),
-    ("one_cycle_pct_start", lambda: fo.one_cycle_lr(0.1, total_steps=10, pct_start=1.5), lambda o: S.OneCycleLR(o, 0.1, total_steps=10, pct_start=1.5)),
-    ("one_cycle_pct_start_int", lambda: fo.one_cycle_lr(0.1, total_steps=10, pct_start=1), lambda o: S.OneCycleLR(o, 0.1, total_steps=10, pct_start=1)),
-    ("one_cycle_anneal", lambda: fo.one_cycle_lr(0.1, total_steps=10, anneal_strategy="exp"), lambda o: S.OneCycleLR(o, 0.1, total_steps=10, anneal_strategy="exp")),
+    (
+        "one_cycle_total_steps",
+        lambda: fo.one_cycle_lr(0.1, total_steps=0),
+        lambda o: S.OneCycleLR(o, 0.1, total_steps=0),
+    ),
+    (
+        "one_cycle_epochs",
+        lambda: fo.one_cycle_lr(0.1, epochs=0, steps_per_epoch=3),
+        lambda o: S.OneCycleLR(o, 0.1, epochs=0, steps_per_epoch=3),
+    ),
+    (
+        "one_cycle_steps_per_epoch",
+        lambda: fo.one_cycle_lr(0.1, epochs=2, steps_per_epoch=1.5),
+        lambda o: S.OneCycleLR(o, 0.1, epochs=2, steps_per_epoch=1.5),
+    ),
+    (
+        "one_cycle_pct_start",
+        lambda: fo.one_cycle_lr(0.1, total_steps=10, pct_start=1.5),
+        lambda o: S.OneCycleLR(o, 0.1, total_steps=10, pct_start=1.5),
+    ),
+    (
+        "one_cycle_pct_start_int",
+        lambda: fo.one_cycle_lr(0.1, total_steps=10, pct_start=1),
+        lambda o: S.OneCycleLR(o, 0.1, total_steps=10, pct_start=1),
+    ),
+    (
+        "one_cycle_anneal",
+        lambda: fo.one_cycle_lr(0.1, total_steps=10, anneal_strategy="exp"),
+        lambda o: S.OneCycleLR(o, 0.1, total_steps=10, anneal_strategy="exp"),
+    ),
     ("sequential_empty", lambda: fo.sequential_lr([], []), lambda o: S.SequentialLR(o, [], [])),
     ("chained_empty", lambda: fo.chained_scheduler([]), lambda o: S.ChainedScheduler([], o)),
     (
@@ -56,8 +96,16 @@ TORCH_WORDED = [
     ),
     ("plateau_factor", lambda: fo.reduce_lr_on_plateau(0.1, factor=1.0), lambda o: S.ReduceLROnPlateau(o, factor=1.0)),
     ("plateau_mode", lambda: fo.reduce_lr_on_plateau(0.1, mode="low"), lambda o: S.ReduceLROnPlateau(o, mode="low")),
-    ("plateau_threshold_mode", lambda: fo.reduce_lr_on_plateau(0.1, threshold_mode="pct"), lambda o: S.ReduceLROnPlateau(o, threshold_mode="pct")),
-    ("plateau_min_lrs", lambda: fo.reduce_lr_on_plateau(0.1, min_lr=[0.0, 0.1]), lambda o: S.ReduceLROnPlateau(o, min_lr=[0.0, 0.1])),
+    (
+        "plateau_threshold_mode",
+        lambda: fo.reduce_lr_on_plateau(0.1, threshold_mode="pct"),
+        lambda o: S.ReduceLROnPlateau(o, threshold_mode="pct"),
+    ),
+    (
+        "plateau_min_lrs",
+        lambda: fo.reduce_lr_on_plateau(0.1, min_lr=[0.0, 0.1]),
+        lambda o: S.ReduceLROnPlateau(o, min_lr=[0.0, 0.1]),
+    ),
 ]
 
 
@@ -82,7 +130,11 @@ def test_per_group_lists_name_the_length():
         (lambda: fo.step_lr(-0.1, 2), ValueError, "Invalid learning rate: -0.1"),
         (lambda: fo.step_lr(fo.step_lr(0.1, 2), 2), TypeError, "not a schedule"),
         (lambda: fo.step_lr(0.1, 0), ValueError, "step_size must be a positive integer, got 0"),
-        (lambda: fo.exponential_lr(0.1, 0.9, steps_per_epoch=0), ValueError, "steps_per_epoch must be a positive integer, got 0"),
+        (
+            lambda: fo.exponential_lr(0.1, 0.9, steps_per_epoch=0),
+            ValueError,
+            "steps_per_epoch must be a positive integer, got 0",
+        ),
         (lambda: fo.cosine_annealing_lr(0.1, 0), ValueError, "T_max must be a positive number, got 0"),
         (lambda: fo.multiplicative_lr(0.1, 0.9), TypeError, "lr_lambda should be a function, but got float"),
         (lambda: fo.constant_lr(0.1, factor=0.0, total_iters=3), ZeroDivisionError, "factor=0"),
@@ -107,9 +159,20 @@ def test_torch_fails_later_where_we_fail_at_construction():
         optimizer.step()
         scheduler.step()
     with pytest.raises(ZeroDivisionError):
-        S.OneCycleLR(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, momentum=0.9), 0.1, total_steps=10, pct_start=0.1)
+        S.OneCycleLR(
+            torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, momentum=0.9),
+            0.1,
+            total_steps=10,
+            pct_start=0.1,
+        )
     with pytest.raises(ZeroDivisionError):
-        S.CyclicLR(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, momentum=0.9), 0.01, 0.1, step_size_up=0, step_size_down=4)
+        S.CyclicLR(
+            torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, momentum=0.9),
+            0.01,
+            0.1,
+            step_size_up=0,
+            step_size_down=4,
+        )
 
 
 def test_composite_member_checks():

@@ -41,9 +41,7 @@ CATEGORIES = {
 def worker_records():
     env = dict(os.environ)
     env.pop("JAX_ENABLE_X64", None)
-    completed = subprocess.run(
-        [sys.executable, WORKER], capture_output=True, text=True, timeout=600, env=env
-    )
+    completed = subprocess.run([sys.executable, WORKER], capture_output=True, text=True, timeout=600, env=env)
     assert completed.returncode == 0, completed.stderr[-4000:]
     records = [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
     by_category = {}

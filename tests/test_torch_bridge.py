@@ -134,7 +134,10 @@ def test_mapping_errors_name_the_parameter():
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda ps: torch.optim.Adafactor([("w", ps[0])]), "Adafactor cannot follow parameter 0 .'w'. into a layout permuted"),
+        (
+            lambda ps: torch.optim.Adafactor([("w", ps[0])]),
+            "Adafactor cannot follow parameter 0 .'w'. into a layout permuted",
+        ),
         (lambda ps: torch.optim.Muon([("w", ps[0])]), "Muon cannot follow parameter 0 .'w'. into a layout permuted"),
     ],
 )

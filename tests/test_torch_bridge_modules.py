@@ -101,7 +101,9 @@ def _torch_forward(net, inputs):
 def _flax_forward(variables, inputs):
     tokens, image, volume = inputs
     return np.asarray(
-        FlaxNet().apply(variables, jnp.asarray(tokens), jnp.transpose(image, (0, 2, 3, 1)), jnp.transpose(volume, (0, 2, 3, 4, 1)))
+        FlaxNet().apply(
+            variables, jnp.asarray(tokens), jnp.transpose(image, (0, 2, 3, 1)), jnp.transpose(volume, (0, 2, 3, 4, 1))
+        )
     )
 
 
@@ -120,7 +122,10 @@ def test_variables_match_flax_init_structure():
         variables, _ = fo.module_to_flax(_torch_net(), names=_flax_names)
         tokens, image, volume = _inputs()
         initialised = FlaxNet().init(
-            jax.random.key(0), jnp.asarray(tokens), jnp.transpose(image, (0, 2, 3, 1)), jnp.transpose(volume, (0, 2, 3, 4, 1))
+            jax.random.key(0),
+            jnp.asarray(tokens),
+            jnp.transpose(image, (0, 2, 3, 1)),
+            jnp.transpose(volume, (0, 2, 3, 4, 1)),
         )
         shapes = jax.tree.map(np.shape, dict(initialised))
         assert jax.tree.map(np.shape, variables) == shapes
@@ -134,7 +139,9 @@ def test_forward_passes_agree_flax_to_torch():
         state_dict = fo.flax_to_module_state_dict(variables, template, names=_flax_names)
         template.load_state_dict(state_dict, strict=True)
         inputs = _inputs(seed=2)
-        np.testing.assert_allclose(_torch_forward(template, inputs), _flax_forward(variables, inputs), rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(
+            _torch_forward(template, inputs), _flax_forward(variables, inputs), rtol=1e-12, atol=1e-13
+        )
 
 
 def test_round_trip_is_identity_and_keeps_num_batches_tracked():

@@ -151,7 +151,9 @@ def test_flax_and_torch_agree_in_float64(digits):
     np.testing.assert_allclose(functional, ours, rtol=1e-13, atol=1e-13)
     for layer in torch_grads:
         for name in ("kernel", "bias"):
-            np.testing.assert_allclose(np.asarray(our_grads[layer][name]), torch_grads[layer][name], rtol=1e-11, atol=1e-15)
+            np.testing.assert_allclose(
+                np.asarray(our_grads[layer][name]), torch_grads[layer][name], rtol=1e-11, atol=1e-15
+            )
 
 
 def test_loss_parity_over_a_few_float64_steps(digits):

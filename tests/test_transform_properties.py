@@ -11,7 +11,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
 from conftest import gradients_like, small_params
 
 
@@ -79,11 +78,16 @@ def test_inside_chain_equals_alone(case):
 def test_masked_leaves_untouched(case):
     params = small_params()
     mask = {"conv": {"kernel": True}, "dense": {"kernel": True, "bias": False}, "temperature": False}
-    masked = optax.chain(optax.masked(case.make_transform(), mask), optax.masked(optax.set_to_zero(), lambda p: jax.tree.map(lambda m: not m, mask)))
+    masked = optax.chain(
+        optax.masked(case.make_transform(), mask),
+        optax.masked(optax.set_to_zero(), lambda p: jax.tree.map(lambda m: not m, mask)),
+    )
     new_params, _ = _run_steps(masked, params)
     np.testing.assert_array_equal(new_params["dense"]["bias"], params["dense"]["bias"])
     np.testing.assert_array_equal(new_params["temperature"], params["temperature"])
-    alone, _ = _run_steps(case.make_transform(), {"conv": params["conv"], "dense": {"kernel": params["dense"]["kernel"]}})
+    alone, _ = _run_steps(
+        case.make_transform(), {"conv": params["conv"], "dense": {"kernel": params["dense"]["kernel"]}}
+    )
     np.testing.assert_allclose(new_params["conv"]["kernel"], alone["conv"]["kernel"], rtol=1e-6)
 
 

@@ -16,8 +16,11 @@ from parity.case import default_params
 def test_exact_equivalent_passes_both_dtypes():
     for dtype in ("float64", "float32"):
         report = verify.compare(
-            lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9), fo.sgd(lr=0.05, momentum=0.9),
-            default_params(), steps=50, dtype=dtype,
+            lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9),
+            fo.sgd(lr=0.05, momentum=0.9),
+            default_params(),
+            steps=50,
+            dtype=dtype,
         )
         assert report.passed, str(report)
         assert report.steps == 50 and report.first_failure is None
@@ -31,7 +34,9 @@ def test_eps_inside_the_sqrt_passes_float32_but_fails_float64():
     run = lambda dtype: verify.compare(
         lambda ps: torch.optim.RMSprop(ps, lr=1e-3, alpha=0.99, eps=1e-10),
         optax.rmsprop(1e-3, decay=0.99, eps=1e-10),
-        default_params(), steps=50, dtype=dtype,
+        default_params(),
+        steps=50,
+        dtype=dtype,
     )
     assert run("float32").passed
     float64 = run("float64")
@@ -41,7 +46,10 @@ def test_eps_inside_the_sqrt_passes_float32_but_fails_float64():
 
 def test_slightly_wrong_lr_fails_at_the_first_step():
     report = verify.compare(
-        lambda ps: torch.optim.SGD(ps, lr=0.1), fo.sgd(lr=0.1 * (1 + 1e-4)), default_params(), steps=50,
+        lambda ps: torch.optim.SGD(ps, lr=0.1),
+        fo.sgd(lr=0.1 * (1 + 1e-4)),
+        default_params(),
+        steps=50,
     )
     assert not report.passed and report.first_failure == 1
     assert "FAIL (first at step 1)" in report.summary()
@@ -50,7 +58,9 @@ def test_slightly_wrong_lr_fails_at_the_first_step():
 def test_sgd_dampening_first_step_is_what_optax_misses():
     report = verify.compare(
         lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, dampening=0.5),
-        optax.sgd(0.05, momentum=0.9), default_params(), steps=50,
+        optax.sgd(0.05, momentum=0.9),
+        default_params(),
+        steps=50,
     )
     assert report.first_failure == 2
 
@@ -73,8 +83,11 @@ def test_loss_pair_gradients_equal_the_numpy_stream():
 def test_loss_pair_reports_losses_and_plots(tmp_path):
     params = default_params()
     report = verify.compare(
-        lambda ps: torch.optim.Adam(ps, lr=0.01), fo.adam(lr=0.01), params,
-        gradient=verify.quadratic_losses(params), steps=50,
+        lambda ps: torch.optim.Adam(ps, lr=0.01),
+        fo.adam(lr=0.01),
+        params,
+        gradient=verify.quadratic_losses(params),
+        steps=50,
     )
     assert report.passed
     assert report.losses.shape == (50, 2)
@@ -85,7 +98,10 @@ def test_loss_pair_reports_losses_and_plots(tmp_path):
 
 def test_table_lists_failures():
     report = verify.compare(
-        lambda ps: torch.optim.SGD(ps, lr=0.1), fo.sgd(lr=0.11), default_params(), steps=50,
+        lambda ps: torch.optim.SGD(ps, lr=0.1),
+        fo.sgd(lr=0.11),
+        default_params(),
+        steps=50,
     )
     assert report.table().count("NO") == 50
 

@@ -10,7 +10,7 @@ import dataclasses
 import gzip
 import os
 import struct
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -75,8 +75,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(raw) - header_size != expected:
         raise ValueError(
-            f"{os.fspath(path)!r}: shape {shape} needs {expected} data bytes, "
-            f"the file holds {len(raw) - header_size}"
+            f"{os.fspath(path)!r}: shape {shape} needs {expected} data bytes, the file holds {len(raw) - header_size}"
         )
     data = np.frombuffer(raw, dtype=dtype, offset=header_size).reshape(shape)
     return data.astype(dtype.newbyteorder("="))

@@ -8,7 +8,8 @@ match ``jax.tree.leaves(params)`` (``functional_optreg.verify.LossPair``).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch

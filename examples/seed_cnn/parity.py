@@ -9,7 +9,8 @@ a :class:`functional_optreg.verify.LossPair`, for :func:`functional_optreg.verif
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

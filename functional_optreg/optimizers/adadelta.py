@@ -79,9 +79,7 @@ def adadelta(
     _validation.check_rho(rho)
     _validation.check_eps(eps)
     _validation.check_weight_decay(weight_decay)
-    _validation.check_implementation_flags(
-        foreach=foreach, capturable=capturable, differentiable=differentiable
-    )
+    _validation.check_implementation_flags(foreach=foreach, capturable=capturable, differentiable=differentiable)
     use_weight_decay = not _scalars.is_zero(weight_decay)
 
     def init_fn(params):
@@ -108,9 +106,7 @@ def adadelta(
             acc_delta = acc_delta * rho + (1 - rho) * delta * delta
             return -lr_t * delta, square_avg, acc_delta
 
-        updates, square_avg, acc_delta = _common.map_leaves(
-            leaf, grads, params, state.square_avg, state.acc_delta
-        )
+        updates, square_avg, acc_delta = _common.map_leaves(leaf, grads, params, state.square_avg, state.acc_delta)
         return updates, AdadeltaState(_scalars.increment(state.step), square_avg, acc_delta)
 
     return optax.GradientTransformation(init_fn, update_fn)

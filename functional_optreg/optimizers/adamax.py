@@ -79,9 +79,7 @@ def adamax(
     _validation.check_eps(eps)
     _validation.check_betas(betas)
     _validation.check_weight_decay(weight_decay)
-    _validation.check_implementation_flags(
-        foreach=foreach, capturable=capturable, differentiable=differentiable
-    )
+    _validation.check_implementation_flags(foreach=foreach, capturable=capturable, differentiable=differentiable)
     beta1, beta2 = betas
     use_weight_decay = not _scalars.is_zero(weight_decay)
 
@@ -111,9 +109,7 @@ def adamax(
             exp_inf = jnp.maximum(exp_inf * beta2_t, jnp.abs(g) + eps)
             return -clr * exp_avg / exp_inf, exp_avg, exp_inf
 
-        updates, exp_avg, exp_inf = _common.map_leaves(
-            leaf, grads, params, state.exp_avg, state.exp_inf
-        )
+        updates, exp_avg, exp_inf = _common.map_leaves(leaf, grads, params, state.exp_avg, state.exp_inf)
         return updates, AdamaxState(step, exp_avg, exp_inf)
 
     return optax.GradientTransformation(init_fn, update_fn)

@@ -97,9 +97,7 @@ def asgd(
     """
     _validation.check_lr(lr)
     _validation.check_weight_decay(weight_decay)
-    _validation.check_implementation_flags(
-        foreach=foreach, capturable=capturable, differentiable=differentiable
-    )
+    _validation.check_implementation_flags(foreach=foreach, capturable=capturable, differentiable=differentiable)
     use_weight_decay = not _scalars.is_zero(weight_decay)
 
     def init_fn(params):
@@ -168,7 +166,5 @@ def asgd_averaged_params(state: Any) -> Any:
         if isinstance(node, ASGDState)
     ]
     if len(found) != 1:
-        raise ValueError(
-            f"asgd_averaged_params needs a state holding exactly one ASGDState, found {len(found)}."
-        )
+        raise ValueError(f"asgd_averaged_params needs a state holding exactly one ASGDState, found {len(found)}.")
     return found[0].ax

@@ -106,9 +106,7 @@ def nadam(
     _validation.check_betas(betas)
     _validation.check_weight_decay(weight_decay)
     _validation.check_momentum_decay(momentum_decay)
-    _validation.check_implementation_flags(
-        foreach=foreach, capturable=capturable, differentiable=differentiable
-    )
+    _validation.check_implementation_flags(foreach=foreach, capturable=capturable, differentiable=differentiable)
     beta1, beta2 = betas
     use_weight_decay = not _scalars.is_zero(weight_decay)
 
@@ -159,9 +157,7 @@ def nadam(
             new_p = new_p + avg_step * exp_avg / denom
             return new_p - p, exp_avg, exp_avg_sq
 
-        updates, exp_avg, exp_avg_sq = _common.map_leaves(
-            leaf, grads, params, state.exp_avg, state.exp_avg_sq
-        )
+        updates, exp_avg, exp_avg_sq = _common.map_leaves(leaf, grads, params, state.exp_avg, state.exp_avg_sq)
         return updates, NAdamState(step, mu_product, exp_avg, exp_avg_sq)
 
     return optax.GradientTransformation(init_fn, update_fn)

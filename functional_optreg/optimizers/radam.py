@@ -129,9 +129,7 @@ def radam(
     _validation.check_eps(eps)
     _validation.check_betas(betas)
     _validation.check_weight_decay(weight_decay)
-    _validation.check_implementation_flags(
-        foreach=foreach, capturable=capturable, differentiable=differentiable
-    )
+    _validation.check_implementation_flags(foreach=foreach, capturable=capturable, differentiable=differentiable)
     beta1, beta2 = betas
     use_weight_decay = not _scalars.is_zero(weight_decay)
 
@@ -157,9 +155,7 @@ def radam(
         rho_t = sma_length(beta2_t, step)
         rectify = rho_t > 5.0
         # The unselected branch must stay finite: its radicand is negative for rho_t < 4.
-        radicand = ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf) / (
-            (rho_inf - 4.0) * (rho_inf - 2.0) * rho_t
-        )
+        radicand = ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf) / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)
         rect = jnp.sqrt(jnp.where(rectify, radicand, 1.0))
 
         def leaf(g, p, exp_avg, exp_avg_sq):
@@ -180,9 +176,7 @@ def radam(
                 update = (decayed + update) - p
             return update, exp_avg, exp_avg_sq
 
-        updates, exp_avg, exp_avg_sq = _common.map_leaves(
-            leaf, grads, params, state.exp_avg, state.exp_avg_sq
-        )
+        updates, exp_avg, exp_avg_sq = _common.map_leaves(leaf, grads, params, state.exp_avg, state.exp_avg_sq)
         return updates, RAdamState(step, exp_avg, exp_avg_sq)
 
     return optax.GradientTransformation(init_fn, update_fn)

@@ -85,9 +85,7 @@ def rprop(
     """
     _validation.check_lr(lr)
     _validation.check_rprop_etas(etas)
-    _validation.check_implementation_flags(
-        foreach=foreach, capturable=capturable, differentiable=differentiable
-    )
+    _validation.check_implementation_flags(foreach=foreach, capturable=capturable, differentiable=differentiable)
     etaminus, etaplus = etas
     step_size_min, step_size_max = step_sizes
 
@@ -106,9 +104,9 @@ def rprop(
         def leaf(g, prev, step_size):
             g = -g if maximize else g
             sign = jnp.sign(g * prev)
-            factor = jnp.where(
-                sign > 0, etaplus, jnp.where(sign < 0, etaminus, jnp.where(sign == 0, 1, sign))
-            ).astype(step_size.dtype)
+            factor = jnp.where(sign > 0, etaplus, jnp.where(sign < 0, etaminus, jnp.where(sign == 0, 1, sign))).astype(
+                step_size.dtype
+            )
             step_size = jnp.minimum(jnp.maximum(step_size * factor, step_size_min), step_size_max)
             g = jnp.where(factor == etaminus, jnp.zeros_like(g), g)
             return -jnp.sign(g) * step_size, g, step_size

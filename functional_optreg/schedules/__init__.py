@@ -42,8 +42,6 @@ from functional_optreg.schedules._basic import linear_lr as linear_lr
 from functional_optreg.schedules._basic import multi_step_lr as multi_step_lr
 from functional_optreg.schedules._basic import polynomial_lr as polynomial_lr
 from functional_optreg.schedules._basic import step_lr as step_lr
-from functional_optreg.schedules._lambda import lambda_lr as lambda_lr
-from functional_optreg.schedules._lambda import multiplicative_lr as multiplicative_lr
 from functional_optreg.schedules._composite import chained_scheduler as chained_scheduler
 from functional_optreg.schedules._composite import sequential_lr as sequential_lr
 from functional_optreg.schedules._cosine import cosine_annealing_lr as cosine_annealing_lr
@@ -52,8 +50,10 @@ from functional_optreg.schedules._cosine import (
 )
 from functional_optreg.schedules._cyclic import cyclic_lr as cyclic_lr
 from functional_optreg.schedules._cyclic import cyclic_momentum as cyclic_momentum
+from functional_optreg.schedules._hyperparams import set_hyperparams as set_hyperparams
+from functional_optreg.schedules._lambda import lambda_lr as lambda_lr
+from functional_optreg.schedules._lambda import multiplicative_lr as multiplicative_lr
 from functional_optreg.schedules._one_cycle import one_cycle_lr as one_cycle_lr
 from functional_optreg.schedules._one_cycle import one_cycle_momentum as one_cycle_momentum
-from functional_optreg.schedules._hyperparams import set_hyperparams as set_hyperparams
 from functional_optreg.schedules.plateau import ReduceLROnPlateauState as ReduceLROnPlateauState
 from functional_optreg.schedules.plateau import reduce_lr_on_plateau as reduce_lr_on_plateau

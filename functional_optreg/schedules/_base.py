@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +16,7 @@ from functional_optreg import _validation
 KINDS = ("multiplicative", "affine", "absolute", "composite")
 
 
-def _default_restarted(schedule: "TorchSchedule") -> Callable[[jax.Array, Callable[[], Any]], Any]:
+def _default_restarted(schedule: TorchSchedule) -> Callable[[jax.Array, Callable[[], Any]], Any]:
     return lambda epoch, previous: schedule.at_epoch(epoch)
 
 
@@ -62,7 +63,7 @@ class TorchSchedule:
     restarted: Callable[[jax.Array, Callable[[], Any]], Any] | None = None
     restart_error: Exception | None = None
     steps_per_epoch: int = 1
-    members: tuple["TorchSchedule", ...] = ()
+    members: tuple[TorchSchedule, ...] = ()
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -119,11 +120,7 @@ def check_base_lr(lr: Any) -> float:
 
 
 def check_steps_per_epoch(steps_per_epoch: Any) -> int:
-    if (
-        isinstance(steps_per_epoch, bool)
-        or not isinstance(steps_per_epoch, numbers.Integral)
-        or steps_per_epoch < 1
-    ):
+    if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, numbers.Integral) or steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be a positive integer, got {steps_per_epoch!r}")
     return int(steps_per_epoch)
 
@@ -152,4 +149,3 @@ def check_single(name: str, value: Any) -> Any:
             )
         (value,) = value
     return value
-

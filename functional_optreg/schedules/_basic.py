@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import bisect
 import numbers
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -119,17 +120,13 @@ def multi_step_lr(
         lambda epoch: lr * jnp.power(gamma, fired(epoch)),
         "multiplicative",
         initial=lambda lr_in: lr_in * gamma**at_zero if at_zero else lr_in,
-        step=lambda epoch, lr_in: jnp.where(
-            firing_now(epoch) > 0, lr_in * jnp.power(gamma, firing_now(epoch)), lr_in
-        ),
+        step=lambda epoch, lr_in: jnp.where(firing_now(epoch) > 0, lr_in * jnp.power(gamma, firing_now(epoch)), lr_in),
         restarted=restarted,
         steps_per_epoch=check_steps_per_epoch(steps_per_epoch),
     )
 
 
-def constant_lr(
-    lr: float, factor: float = 1.0 / 3, total_iters: int = 5, *, steps_per_epoch: int = 1
-) -> TorchSchedule:
+def constant_lr(lr: float, factor: float = 1.0 / 3, total_iters: int = 5, *, steps_per_epoch: int = 1) -> TorchSchedule:
     r"""``torch.optim.lr_scheduler.ConstantLR``: the lr times ``factor`` until ``total_iters``.
 
     .. math::
@@ -231,9 +228,7 @@ def linear_lr(
     """
     lr = check_base_lr(lr)
     if start_factor > 1.0 or start_factor <= 0:
-        raise ValueError(
-            "Starting multiplicative factor expected to be greater than 0 and less or equal to 1."
-        )
+        raise ValueError("Starting multiplicative factor expected to be greater than 0 and less or equal to 1.")
     if end_factor > 1.0 or end_factor < 0:
         raise ValueError("Ending multiplicative factor expected to be between 0 and 1.")
     ramps = total_iters >= 1
@@ -315,9 +310,7 @@ def exponential_lr(lr: float, gamma: float, *, steps_per_epoch: int = 1) -> Torc
     )
 
 
-def polynomial_lr(
-    lr: float, total_iters: int = 5, power: float = 1.0, *, steps_per_epoch: int = 1
-) -> TorchSchedule:
+def polynomial_lr(lr: float, total_iters: int = 5, power: float = 1.0, *, steps_per_epoch: int = 1) -> TorchSchedule:
     r"""``torch.optim.lr_scheduler.PolynomialLR``: polynomial decay to zero over ``total_iters``.
 
     .. math::

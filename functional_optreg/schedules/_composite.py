@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import bisect
 import numbers
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -115,9 +116,7 @@ def sequential_lr(
     # epoch reaches (a milestone equal to the next skips it) is restarted at its milestone.
     first = bisect.bisect_right(milestones, 0)
     restarted = [
-        i
-        for i in range(first + 1, len(schedulers))
-        if bisect.bisect_right(milestones, milestones[i - 1]) == i
+        i for i in range(first + 1, len(schedulers)) if bisect.bisect_right(milestones, milestones[i - 1]) == i
     ]
     for i in restarted:
         if schedulers[i].restart_error is not None:
@@ -149,9 +148,7 @@ def sequential_lr(
     )
 
 
-def chained_scheduler(
-    schedulers: Sequence[TorchSchedule], *, steps_per_epoch: int = 1
-) -> TorchSchedule:
+def chained_scheduler(schedulers: Sequence[TorchSchedule], *, steps_per_epoch: int = 1) -> TorchSchedule:
     r"""``torch.optim.lr_scheduler.ChainedScheduler``: every scheduler acts on the lr at every step.
 
     Torch steps the members in order, each transforming the lr the previous one left. For
@@ -212,9 +209,7 @@ def chained_scheduler(
         def at_epoch(epoch):
             value = members[last].at_epoch(epoch)
             for member in members[last + 1 :]:
-                value = jnp.where(
-                    epoch == 0, member.initial(value), member.step(jnp.maximum(epoch, 1), value)
-                )
+                value = jnp.where(epoch == 0, member.initial(value), member.step(jnp.maximum(epoch, 1), value))
             return value
 
     elif all(s.kind == "multiplicative" for s in members):
@@ -250,4 +245,3 @@ def chained_scheduler(
         steps_per_epoch=check_steps_per_epoch(steps_per_epoch),
         members=tuple(members),
     )
-

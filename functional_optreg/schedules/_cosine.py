@@ -17,9 +17,7 @@ from functional_optreg.schedules._base import (
 )
 
 
-def cosine_annealing_lr(
-    lr: float, T_max: float, eta_min: float = 0.0, *, steps_per_epoch: int = 1
-) -> TorchSchedule:
+def cosine_annealing_lr(lr: float, T_max: float, eta_min: float = 0.0, *, steps_per_epoch: int = 1) -> TorchSchedule:
     r"""``torch.optim.lr_scheduler.CosineAnnealingLR``: a cosine from the base lr down to ``eta_min``.
 
     .. math::
@@ -68,9 +66,7 @@ def cosine_annealing_lr(
     def step(epoch, lr_in):
         ratio = (1 + cos_of(epoch)) / (1 + cos_of(epoch - 1))
         after_trough = jnp.mod(epoch - 1 - T_max, 2 * T_max) == 0
-        return jnp.where(
-            after_trough, lr_in + restart_kick, ratio * (lr_in - eta_min) + eta_min
-        )
+        return jnp.where(after_trough, lr_in + restart_kick, ratio * (lr_in - eta_min) + eta_min)
 
     return TorchSchedule(
         "CosineAnnealingLR",
@@ -135,9 +131,7 @@ def cosine_annealing_warm_restarts(
     if T_mult < 1 or not isinstance(T_mult, int):
         raise ValueError(f"Expected integer T_mult >= 1, but got {T_mult}")
     if not isinstance(eta_min, (float, int)):
-        raise ValueError(
-            f"Expected float or int eta_min, but got {eta_min} of type {type(eta_min)}"
-        )
+        raise ValueError(f"Expected float or int eta_min, but got {eta_min} of type {type(eta_min)}")
     starts, lengths = _restart_table(T_0, T_mult)
 
     def at_epoch(epoch):

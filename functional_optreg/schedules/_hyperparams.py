@@ -47,9 +47,7 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
     for name, value in values.items():
         current = optax.tree.get(state, name, default=_MISSING)
         if current is _MISSING:
-            raise KeyError(
-                f"{name!r} is not in this state; wrap the optimizer in optax.inject_hyperparams"
-            )
+            raise KeyError(f"{name!r} is not in this state; wrap the optimizer in optax.inject_hyperparams")
         current = jnp.asarray(current)
         replacements[name] = jnp.broadcast_to(jnp.asarray(value, current.dtype), current.shape)
     return optax.tree.set(state, **replacements)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -18,9 +19,7 @@ from functional_optreg.schedules._base import (
 )
 
 
-def lambda_lr(
-    lr: float, lr_lambda: Callable[[jax.Array], Any], *, steps_per_epoch: int = 1
-) -> TorchSchedule:
+def lambda_lr(lr: float, lr_lambda: Callable[[jax.Array], Any], *, steps_per_epoch: int = 1) -> TorchSchedule:
     r"""``torch.optim.lr_scheduler.LambdaLR``: the base lr times a function of the epoch.
 
     .. math::
@@ -64,9 +63,7 @@ def lambda_lr(
     )
 
 
-def _running_product(
-    fn: Callable[[jax.Array], Any], start: Any, first: int, last: jax.Array
-) -> jax.Array:
+def _running_product(fn: Callable[[jax.Array], Any], start: Any, first: int, last: jax.Array) -> jax.Array:
     """``start·fn(first)·…·fn(last)``, multiplied left to right as torch's recursion does."""
     start = jnp.asarray(start, dtype=float_dtype())
 
@@ -77,9 +74,7 @@ def _running_product(
     return jax.lax.fori_loop(first, last + 1, body, start)
 
 
-def multiplicative_lr(
-    lr: float, lr_lambda: Callable[[jax.Array], Any], *, steps_per_epoch: int = 1
-) -> TorchSchedule:
+def multiplicative_lr(lr: float, lr_lambda: Callable[[jax.Array], Any], *, steps_per_epoch: int = 1) -> TorchSchedule:
     r"""``torch.optim.lr_scheduler.MultiplicativeLR``: each epoch multiplies the lr by ``f(epoch)``.
 
     .. math::

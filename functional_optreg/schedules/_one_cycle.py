@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -18,8 +18,17 @@ from functional_optreg.schedules._base import (
 
 
 def _one_cycle_phases(
-    max_lr, total_steps, epochs, steps_per_epoch, pct_start, anneal_strategy,
-    base_momentum, max_momentum, div_factor, final_div_factor, three_phase,
+    max_lr,
+    total_steps,
+    epochs,
+    steps_per_epoch,
+    pct_start,
+    anneal_strategy,
+    base_momentum,
+    max_momentum,
+    div_factor,
+    final_div_factor,
+    three_phase,
 ):
     """Torch's validation and ``_schedule_phases``, with the group values filled in."""
     if total_steps is not None:
@@ -29,18 +38,14 @@ def _one_cycle_phases(
         if not isinstance(epochs, int) or epochs <= 0:
             raise ValueError(f"Expected positive integer epochs, but got {epochs}")
         if not isinstance(steps_per_epoch, int) or steps_per_epoch <= 0:
-            raise ValueError(
-                f"Expected positive integer steps_per_epoch, but got {steps_per_epoch}"
-            )
+            raise ValueError(f"Expected positive integer steps_per_epoch, but got {steps_per_epoch}")
         total_steps = epochs * steps_per_epoch
     else:
         raise ValueError("You must define either total_steps OR (epochs AND steps_per_epoch)")
     if pct_start < 0 or pct_start > 1 or not isinstance(pct_start, float):
         raise ValueError(f"Expected float between 0 and 1 pct_start, but got {pct_start}")
     if anneal_strategy not in ["cos", "linear"]:
-        raise ValueError(
-            f"anneal_strategy must be one of 'cos' or 'linear', instead got {anneal_strategy}"
-        )
+        raise ValueError(f"anneal_strategy must be one of 'cos' or 'linear', instead got {anneal_strategy}")
     max_lr = check_single("max_lr", max_lr)
     initial_lr = max_lr / div_factor
     min_lr = initial_lr / final_div_factor
@@ -77,10 +82,12 @@ def _one_cycle_phases(
 def _one_cycle_curve(phases, total_steps, anneal_strategy, which):
     """``count -> value`` of the lr (``which=1``) or the momentum (``which=3``)."""
     if anneal_strategy == "cos":
+
         def anneal(start, end, pct):
             cos_out = jnp.cos(math.pi * pct) + 1
             return end + (start - end) / 2.0 * cos_out
     else:
+
         def anneal(start, end, pct):
             return (end - start) * pct + start
 
@@ -91,9 +98,7 @@ def _one_cycle_curve(phases, total_steps, anneal_strategy, which):
             end_step = phase[0]
             width = end_step - start_step
             # Exactly 1 at the phase end, where XLA's multiplication by 1/width may miss it.
-            pct = jnp.where(
-                step_num == end_step, 1.0, (step_num - start_step) / (width if width != 0 else 1.0)
-            )
+            pct = jnp.where(step_num == end_step, 1.0, (step_num - start_step) / (width if width != 0 else 1.0))
             candidates.append((end_step, anneal(phase[which], phase[which + 1], pct)))
             start_step = end_step
         value = candidates[-1][1]
@@ -163,8 +168,17 @@ def one_cycle_lr(
       [0.04, 1.0, 0.6667, 0.3333, 0.0, 0.0, 0.0]
     """
     total_steps, phases = _one_cycle_phases(
-        max_lr, total_steps, epochs, steps_per_epoch, pct_start, anneal_strategy,
-        base_momentum, max_momentum, div_factor, final_div_factor, three_phase,
+        max_lr,
+        total_steps,
+        epochs,
+        steps_per_epoch,
+        pct_start,
+        anneal_strategy,
+        base_momentum,
+        max_momentum,
+        div_factor,
+        final_div_factor,
+        three_phase,
     )
     at_epoch = _one_cycle_curve(phases, total_steps, anneal_strategy, which=1)
     return TorchSchedule(
@@ -221,8 +235,17 @@ def one_cycle_momentum(
       [0.95, 0.85, 0.8833, 0.9167, 0.95]
     """
     total_steps, phases = _one_cycle_phases(
-        max_lr, total_steps, epochs, steps_per_epoch, pct_start, anneal_strategy,
-        base_momentum, max_momentum, div_factor, final_div_factor, three_phase,
+        max_lr,
+        total_steps,
+        epochs,
+        steps_per_epoch,
+        pct_start,
+        anneal_strategy,
+        base_momentum,
+        max_momentum,
+        div_factor,
+        final_div_factor,
+        three_phase,
     )
     if not cycle_momentum:
         raise ValueError(

@@ -11,11 +11,10 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
-SCHEDULER_GROUP_KEYS = frozenset(
-    {"initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum", "swa_lr"}
-)
+SCHEDULER_GROUP_KEYS = frozenset({"initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum", "swa_lr"})
 """Entries torch's lr schedulers add to param groups; they configure the scheduler, not the step."""
 
 GROUP_ONLY_KEYS = frozenset({"params", "param_names"})
@@ -113,7 +112,9 @@ def adapter_for(optimizer: Any) -> Adapter:
     cls = type(optimizer)
     adapter = ADAPTERS.get(cls.__name__)
     if adapter is None or getattr(torch.optim, adapter.torch_name, None) is not cls:
-        bases = [base for base in cls.__mro__[1:] if base.__name__ in ADAPTERS and base.__module__.startswith("torch.optim")]
+        bases = [
+            base for base in cls.__mro__[1:] if base.__name__ in ADAPTERS and base.__module__.startswith("torch.optim")
+        ]
         if bases:
             raise TypeError(
                 f"{cls.__module__}.{cls.__qualname__} is a custom subclass of torch.optim."

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import types
 import warnings
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -87,7 +88,9 @@ def _group_states(spec: TorchOptimizerSpec, state: Any) -> list[Any]:
     if not spec.multi_group:
         return [state]
     if not isinstance(state, optax.transforms.PartitionState):
-        raise TypeError(f"expected the multi_transform state of a {len(spec.groups)}-group optimizer, got {type(state).__name__}")
+        raise TypeError(
+            f"expected the multi_transform state of a {len(spec.groups)}-group optimizer, got {type(state).__name__}"
+        )
     return [state.inner_states[g].inner_state for g in range(len(spec.groups))]
 
 
@@ -206,9 +209,7 @@ def from_torch(
 def _assemble(spec: TorchOptimizerSpec, group_states: Sequence[Any]) -> Any:
     if not spec.multi_group:
         return group_states[0]
-    return optax.transforms.PartitionState(
-        {g: optax.MaskedState(inner_state=s) for g, s in enumerate(group_states)}
-    )
+    return optax.transforms.PartitionState({g: optax.MaskedState(inner_state=s) for g, s in enumerate(group_states)})
 
 
 def _optimizer_states(spec: TorchOptimizerSpec, state: Any) -> tuple[list[Any], list[Any]]:
@@ -259,9 +260,7 @@ def to_torch_state_dict(transform: Any, state: Any) -> dict[str, Any]:
         if spec.scheduler is not None:
             elapsed = int(optimizer_states[g].step) - spec.start_steps[g]
             hyperparams.update(spec.scheduler.current(g, elapsed, hyperparams, group_states[g]))
-        packed = {
-            key: torch.tensor(value) if key in group.tensor_keys else value for key, value in hyperparams.items()
-        }
+        packed = {key: torch.tensor(value) if key in group.tensor_keys else value for key, value in hyperparams.items()}
         packed["params"] = list(group.param_ids)
         if group.param_names is not None:
             packed["param_names"] = list(group.param_names)
@@ -298,5 +297,3 @@ def to_torch_scheduler_state_dict(transform: Any, state: Any) -> dict[str, Any]:
         for g, (group, s, gs) in enumerate(zip(spec.groups, optimizer_states, group_states))
     ]
     return spec.scheduler.state_dict(elapsed, lrs, group_states)
-
-

@@ -10,7 +10,8 @@ parameter's permutation.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, NamedTuple, Sequence, Union
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple, Union
 
 import jax
 import numpy as np
@@ -158,9 +159,7 @@ def tree_layout(tree: Any, mapping: NameMapping, torch_params: Sequence[Any], na
             )
         position = position_of[target.path]
         if position in claimed:
-            raise ValueError(
-                f"torch parameters {claimed[position]!r} and {name!r} both map to path {target.path}."
-            )
+            raise ValueError(f"torch parameters {claimed[position]!r} and {name!r} both map to path {target.path}.")
         claimed[position] = name
         torch_shape = tuple(tensor.shape)
         expected = torch_shape if target.permutation is None else tuple(torch_shape[a] for a in target.permutation)

@@ -10,7 +10,8 @@ row 0. Torch's ``al`` is scratch space rewritten before it is read; it is neithe
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -20,7 +21,9 @@ from functional_optreg.torch_bridge._adapters import Adapter, factory_kwargs
 from functional_optreg.torch_bridge._layout import Layout
 from functional_optreg.torch_bridge._spec import GroupSpec, TorchOptimizerSpec, bridged_solver
 
-_KEYS = frozenset({"func_evals", "n_iter", "d", "t", "old_dirs", "old_stps", "ro", "H_diag", "prev_flat_grad", "prev_loss", "al"})
+_KEYS = frozenset(
+    {"func_evals", "n_iter", "d", "t", "old_dirs", "old_stps", "ro", "H_diag", "prev_flat_grad", "prev_loss", "al"}
+)
 
 
 def _offsets(layout: Layout) -> list[int]:
@@ -67,7 +70,9 @@ def from_torch(
     state = dict(torch_state.get(0, {}))
     unknown = sorted(set(state) - _KEYS)
     if unknown:
-        raise ValueError(f"torch.optim.LBFGS state has the key(s) {unknown}, which functional_optreg.lbfgs does not know.")
+        raise ValueError(
+            f"torch.optim.LBFGS state has the key(s) {unknown}, which functional_optreg.lbfgs does not know."
+        )
     start = 1 if state else 0
     converted = None if scheduler is None else _schedulers.convert(scheduler, optimizer, adapter)
     overrides = {} if converted is None else converted.overrides(0, start, group.hyperparams)

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Any, Callable, Mapping, Union
+from collections.abc import Callable, Mapping
+from typing import Any, Union
 
 import numpy as np
 
@@ -77,7 +78,15 @@ def _layer_entries(kind: str, module: Any) -> list[tuple[str, str, str, tuple[in
 
 
 _SUPPORTED = (
-    "Linear", "Conv1d", "Conv2d", "Conv3d", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "Embedding",
+    "Linear",
+    "Conv1d",
+    "Conv2d",
+    "Conv3d",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "BatchNorm3d",
+    "LayerNorm",
+    "Embedding",
 )
 _SKIPPED_BUFFERS = frozenset({"num_batches_tracked"})
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import bisect
 import copy
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax.numpy as jnp
 
@@ -25,7 +26,6 @@ def restarts(t_0: int, t_mult: int, epochs: int, t_cur: Any = 0, t_i: Any = None
             t_cur = t_cur % t_i
             t_i = t_i * t_mult
     return t_cur, t_i
-
 
 
 def plateau_state_dict(snapshot: dict, plateau: Any, lrs: list[float]) -> dict:

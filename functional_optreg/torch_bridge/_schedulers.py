@@ -15,7 +15,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -284,7 +285,9 @@ class ConvertedScheduler:
         )
 
 
-_PROPORTIONAL = frozenset({"SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam", "RAdam", "SparseAdam", "Muon"})
+_PROPORTIONAL = frozenset(
+    {"SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam", "RAdam", "SparseAdam", "Muon"}
+)
 """Optimizers whose update is proportional to the lr, given the state (ReduceLROnPlateau scales it)."""
 
 
@@ -301,7 +304,9 @@ def convert(scheduler: Any, optimizer: Any, adapter: Any) -> ConvertedScheduler:
                 f"ReduceLROnPlateau scales the updates by the lr ratio, which is not the effect of a "
                 f"new lr on torch.optim.{adapter.torch_name}; this pair cannot be converted."
             )
-        return ConvertedScheduler(name, int(scheduler.last_epoch), snapshot, (), (None,) * groups, (None,) * groups, False)
+        return ConvertedScheduler(
+            name, int(scheduler.last_epoch), snapshot, (), (None,) * groups, (None,) * groups, False
+        )
     members = ()
     if name in ("SequentialLR", "ChainedScheduler"):
         members = tuple(_member_name(m) for m in scheduler._schedulers)

@@ -13,7 +13,8 @@ A field of our state is one of:
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +33,9 @@ def _structure(tree: Any) -> Any:
     return jax.tree.structure(tree, is_leaf=_is_none)
 
 
-def torch_step(adapter: Adapter, torch_states: Sequence[Mapping[str, Any]], layout: Layout, indices: Sequence[int]) -> int:
+def torch_step(
+    adapter: Adapter, torch_states: Sequence[Mapping[str, Any]], layout: Layout, indices: Sequence[int]
+) -> int:
     """The group's update count from torch's per-parameter state (all parameters must agree).
 
     Torch keeps no count for SGD and Muon; ours is 1 once a momentum buffer exists (the step-1
@@ -106,13 +109,14 @@ def state_from_torch(
             values[field] = None
             continue
         if _structure(current) == params_structure:
-            values[field] = _fill_per_parameter(adapter, name, field, current, params_structure, torch_states, indices, layout)
+            values[field] = _fill_per_parameter(
+                adapter, name, field, current, params_structure, torch_states, indices, layout
+            )
             continue
         if not all(present):
             missing = [layout.describe(i) for i, has in zip(indices, present) if not has]
             raise ValueError(
-                f"torch.optim.{adapter.torch_name} state has no {field!r} for {', '.join(missing)}, "
-                f"which {name} needs."
+                f"torch.optim.{adapter.torch_name} state has no {field!r} for {', '.join(missing)}, which {name} needs."
             )
         if isinstance(current, (jax.Array, np.ndarray)) and jnp.ndim(current) == 0:
             copies = [float(_torch.to_python(state[field])) for state in torch_states]

@@ -1,8 +1,8 @@
 """torch.optim.Adadelta: every argument alone and the combinations that interact."""
 
-import functional_optreg as fo
 import torch
 
+import functional_optreg as fo
 from parity.case import Case
 from parity.schedules_for_cases import exponential_lr
 
@@ -16,9 +16,7 @@ CASES = [
     # rho = 1 freezes both averages at zero: the update is -lr * g, plain SGD.
     Case("adadelta/rho_one", fo.adadelta, torch.optim.Adadelta, dict(lr=0.05, rho=1.0)),
     Case("adadelta/eps", fo.adadelta, torch.optim.Adadelta, dict(eps=1e-2)),
-    Case(
-        "adadelta/weight_decay", fo.adadelta, torch.optim.Adadelta, dict(eps=1e-3, weight_decay=0.1)
-    ),
+    Case("adadelta/weight_decay", fo.adadelta, torch.optim.Adadelta, dict(eps=1e-3, weight_decay=0.1)),
     Case("adadelta/maximize", fo.adadelta, torch.optim.Adadelta, dict(maximize=True)),
     Case(
         "adadelta/weight_decay+maximize",
@@ -46,7 +44,9 @@ CASES = [
     # float32 comparison measures rounding luck, not semantics (docs/parity-notes.md). float64 is
     # exact and decides.
     Case("adadelta/rho_zero+eps", fo.adadelta, torch.optim.Adadelta, dict(rho=0.0, eps=1e-4), dtypes=("float64",)),
-    Case("adadelta/maximize+eps", fo.adadelta, torch.optim.Adadelta, dict(maximize=True, eps=1e-3), dtypes=("float64",)),
+    Case(
+        "adadelta/maximize+eps", fo.adadelta, torch.optim.Adadelta, dict(maximize=True, eps=1e-3), dtypes=("float64",)
+    ),
     Case(
         "adadelta/weight_decay+maximize+eps",
         fo.adadelta,

@@ -4,9 +4,9 @@ The averaged parameters ``ax`` are not compared here (the engine compares parame
 tests/test_asgd.py, which checks ``ax``, ``eta`` and ``mu`` against torch's state at every step.
 """
 
-import functional_optreg as fo
 import torch
 
+import functional_optreg as fo
 from parity.case import Case
 from parity.schedules_for_cases import exponential_lr
 

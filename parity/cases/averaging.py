@@ -18,8 +18,10 @@ import functional_optreg as fo
 from parity.case import Case, default_params
 from parity.schedules_for_cases import exponential_lr
 
-_MODEL_NAMES = [jax.tree_util.keystr(path, simple=True, separator="/") for path, _ in
-                jax.tree_util.tree_flatten_with_path(default_params())[0]]
+_MODEL_NAMES = [
+    jax.tree_util.keystr(path, simple=True, separator="/")
+    for path, _ in jax.tree_util.tree_flatten_with_path(default_params())[0]
+]
 
 
 def _params():
@@ -216,7 +218,8 @@ CASES = [
         "swalr_linear+adam",
         _ours(fo.ema(0.9)),
         lambda c: _torch(
-            c, multi_avg_fn=swa_utils.get_ema_multi_avg_fn(0.9),
+            c,
+            multi_avg_fn=swa_utils.get_ema_multi_avg_fn(0.9),
             swa_scheduler=_swalr(swa_lr=0.002, anneal_epochs=15, anneal_strategy="linear"),
         ),
         fo.adam,

@@ -1,8 +1,8 @@
 """fo.ema_momentum against the two torch SGD configurations that reproduce it exactly."""
 
-import functional_optreg as fo
 import torch
 
+import functional_optreg as fo
 from parity.case import Case
 
 ALPHA, BETA = 0.1, 0.8

@@ -11,8 +11,10 @@ import functional_optreg as fo
 from parity.case import Case, default_params
 from parity.schedules_for_cases import exponential_lr
 
-_NAMES = [jax.tree_util.keystr(path, simple=True, separator="/") for path, _ in
-          jax.tree_util.tree_flatten_with_path(default_params())[0]]
+_NAMES = [
+    jax.tree_util.keystr(path, simple=True, separator="/")
+    for path, _ in jax.tree_util.tree_flatten_with_path(default_params())[0]
+]
 assert _NAMES == ["conv/bias", "conv/kernel", "dense/bias", "dense/kernel", "scale"], _NAMES
 
 ONE_D = ["conv/bias", "dense/bias", "scale"]

@@ -5,9 +5,9 @@ switch to step 8 with a rectifier close to its edge, and ``betas_never_rectified
 ``rho_inf <= 5`` so that every step is plain bias-corrected momentum.
 """
 
-import functional_optreg as fo
 import torch
 
+import functional_optreg as fo
 from parity.case import Case
 from parity.schedules_for_cases import exponential_lr
 

@@ -5,9 +5,9 @@ a schedule changes nothing after the first update (torch's scheduler changes a v
 longer reads).
 """
 
-import functional_optreg as fo
 import torch
 
+import functional_optreg as fo
 from parity.case import Case
 from parity.schedules_for_cases import exponential_lr
 

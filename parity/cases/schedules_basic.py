@@ -38,8 +38,14 @@ def sgd_case(name, schedule, torch_scheduler, steps=60, property_tests=False, **
     """
     kwargs.setdefault("momentum", 0.9)
     return Case(
-        name, fo.sgd, torch.optim.SGD, kwargs, ours_kwargs=dict(lr=schedule),
-        torch_kwargs=dict(lr=SGD_LR), torch_scheduler=torch_scheduler, steps=steps,
+        name,
+        fo.sgd,
+        torch.optim.SGD,
+        kwargs,
+        ours_kwargs=dict(lr=schedule),
+        torch_kwargs=dict(lr=SGD_LR),
+        torch_scheduler=torch_scheduler,
+        steps=steps,
         property_tests=property_tests,
     )
 
@@ -47,8 +53,14 @@ def sgd_case(name, schedule, torch_scheduler, steps=60, property_tests=False, **
 def adam_case(name, schedule, torch_scheduler, steps=60, property_tests=False, **kwargs):
     """fo.adam(lr=schedule) against torch Adam(lr=ADAM_LR) with ``torch_scheduler``."""
     return Case(
-        name, fo.adam, torch.optim.Adam, kwargs, ours_kwargs=dict(lr=schedule),
-        torch_kwargs=dict(lr=ADAM_LR), torch_scheduler=torch_scheduler, steps=steps,
+        name,
+        fo.adam,
+        torch.optim.Adam,
+        kwargs,
+        ours_kwargs=dict(lr=schedule),
+        torch_kwargs=dict(lr=ADAM_LR),
+        torch_scheduler=torch_scheduler,
+        steps=steps,
         property_tests=property_tests,
     )
 

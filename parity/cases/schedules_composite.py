@@ -13,9 +13,7 @@ S = torch.optim.lr_scheduler
 CASES = [
     sgd_case(
         "sequential_lr/sgd_warmup_cosine",
-        fo.sequential_lr(
-            [fo.linear_lr(SGD_LR, 0.1, 1.0, 8), fo.cosine_annealing_lr(SGD_LR, 20)], milestones=[8]
-        ),
+        fo.sequential_lr([fo.linear_lr(SGD_LR, 0.1, 1.0, 8), fo.cosine_annealing_lr(SGD_LR, 20)], milestones=[8]),
         lambda o: S.SequentialLR(o, [S.LinearLR(o, 0.1, 1.0, 8), S.CosineAnnealingLR(o, 20)], [8]),
         steps=80,
     ),
@@ -58,7 +56,11 @@ CASES = [
     sgd_case(
         "chained_scheduler/sgd_lambda_overrides_then_step",
         fo.chained_scheduler(
-            [fo.exponential_lr(SGD_LR, 0.5), fo.lambda_lr(SGD_LR, lambda e: 1.0 / (1.0 + 0.1 * e)), fo.step_lr(SGD_LR, 4, 0.5)]
+            [
+                fo.exponential_lr(SGD_LR, 0.5),
+                fo.lambda_lr(SGD_LR, lambda e: 1.0 / (1.0 + 0.1 * e)),
+                fo.step_lr(SGD_LR, 4, 0.5),
+            ]
         ),
         lambda o: S.ChainedScheduler(
             [S.ExponentialLR(o, 0.5), S.LambdaLR(o, lambda e: 1.0 / (1.0 + 0.1 * e)), S.StepLR(o, 4, 0.5)]

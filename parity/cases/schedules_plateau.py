@@ -36,27 +36,40 @@ def with_plateau(optimizer):
 
 def plateau_case(name, optimizer, torch_optimizer, lr, plateau, metric=gradient_norm, **kwargs):
     return Case(
-        name, with_plateau(optimizer), torch_optimizer, dict(lr=lr, **kwargs),
+        name,
+        with_plateau(optimizer),
+        torch_optimizer,
+        dict(lr=lr, **kwargs),
         ours_kwargs=dict(plateau=plateau),
         torch_scheduler=lambda o: S.ReduceLROnPlateau(o, **plateau),
-        metric=metric, steps=80, property_tests=False,
+        metric=metric,
+        steps=80,
+        property_tests=False,
     )
 
 
 CASES = [
     plateau_case(
         "reduce_lr_on_plateau/sgd_min_rel",
-        fo.sgd, torch.optim.SGD, 0.05, dict(factor=0.5, patience=5), momentum=0.9,
+        fo.sgd,
+        torch.optim.SGD,
+        0.05,
+        dict(factor=0.5, patience=5),
+        momentum=0.9,
     ),
     plateau_case(
         "reduce_lr_on_plateau/adam_max_abs_cooldown",
-        fo.adam, torch.optim.Adam, 0.05,
+        fo.adam,
+        torch.optim.Adam,
+        0.05,
         dict(mode="max", factor=0.3, patience=1, threshold=0.05, threshold_mode="abs", cooldown=3),
         metric=negated_gradient_norm,
     ),
     plateau_case(
         "reduce_lr_on_plateau/adamw_min_lr_eps",
-        fo.adamw, torch.optim.AdamW, 0.05,
+        fo.adamw,
+        torch.optim.AdamW,
+        0.05,
         dict(factor=0.2, patience=0, threshold=0.01, min_lr=1e-3, eps=1e-4),
     ),
 ]

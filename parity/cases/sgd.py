@@ -1,8 +1,8 @@
 """torch.optim.SGD: every argument alone and the combinations that interact."""
 
-import functional_optreg as fo
 import torch
 
+import functional_optreg as fo
 from parity.case import Case
 from parity.schedules_for_cases import exponential_lr
 
