@@ -235,7 +235,7 @@ def param_groups(
                     "or default_group='frozen' (left unchanged)"
                 )
             leaf_labels.append(chosen[0] if chosen else default_index)
-        return treedef.unflatten(leaf_labels)
+        return jax.tree.unflatten(treedef, leaf_labels)
 
     routed = optax.multi_transform(transforms, labels)
 

@@ -264,7 +264,7 @@ def _run(torch_optimizer, transform, params, gradient, steps, dtype, torch_sched
     scheduler = torch_scheduler(optimizer) if torch_scheduler is not None else None
 
     tx = optax.with_extra_args_support(transform)
-    jax_params = treedef.unflatten([jnp.asarray(leaf) for leaf in leaves])
+    jax_params = jax.tree.unflatten(treedef, [jnp.asarray(leaf) for leaf in leaves])
     state = tx.init(jax_params)
     use_losses = isinstance(gradient, LossPair)
     if use_losses:
@@ -288,7 +288,7 @@ def _run(torch_optimizer, transform, params, gradient, steps, dtype, torch_sched
         else:
             for tensor, grad in zip(tensors, gradient(step, torch_leaves)):
                 tensor.grad = torch.from_numpy(np.array(grad, copy=True))
-            grads = treedef.unflatten([jnp.asarray(g) for g in gradient(step, ours_leaves)])
+            grads = jax.tree.unflatten(treedef, [jnp.asarray(g) for g in gradient(step, ours_leaves)])
         extra = {}
         metric_values = None
         if metric is not None:
@@ -326,7 +326,7 @@ def quadratic_losses(params: Any, seed: int = 0, noise: float = 0.1, steps: int 
     gradients must come from autodiff on each side, e.g. to add a penalty to the loss.
     """
     leaves, curvature, target = _quadratic_terms(params, seed)
-    noise_by_step = [[] for _ in leaves]
+    noise_by_step: list[list[np.ndarray]] = [[] for _ in leaves]
     for step in range(steps):
         step_rng = np.random.default_rng([seed, step])
         for index, leaf in enumerate(leaves):
@@ -336,14 +336,14 @@ def quadratic_losses(params: Any, seed: int = 0, noise: float = 0.1, steps: int 
     def torch_loss(step: int, tensors: list) -> Any:
         import torch
 
-        total = 0.0
+        total: Any = 0.0
         for theta, h, star, table in zip(tensors, curvature, target, noise_tables):
             h_t, star_t, n_t = (torch.as_tensor(a, dtype=theta.dtype) for a in (h, star, table[step]))
             total = total + torch.sum(0.5 * h_t * (theta - star_t) ** 2 + noise * n_t * theta)
         return total
 
     def jax_loss(step: Any, params: Any) -> jax.Array:
-        total = 0.0
+        total: Any = 0.0
         for theta, h, star, table in zip(jax.tree.leaves(params), curvature, target, noise_tables):
             dtype = theta.dtype
             h_j, star_j = jnp.asarray(h, dtype), jnp.asarray(star, dtype)

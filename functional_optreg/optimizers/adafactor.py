@@ -177,7 +177,8 @@ def adafactor(
             return update.astype(dtype), row_var, col_var, variance
 
         # Not _common.map_leaves: the state trees hold None at the leaves a rule does not keep.
-        treedef = jax.tree.structure(grads)
+        # jaxlib's PyTreeDef has no stubs, so mypy cannot see its methods.
+        treedef: Any = jax.tree.structure(grads)
         trees = (grads, params, state.row_var, state.col_var, state.variance)
         results = [leaf(*leaves) for leaves in zip(*(treedef.flatten_up_to(t) for t in trees))]
         updates, row_var, col_var, variance = (treedef.unflatten([result[i] for result in results]) for i in range(4))

@@ -138,8 +138,8 @@ def sparse_adam(
     def update_fn(grads, state, params=None):
         grad_leaves, treedef = jax.tree.flatten(grads, is_leaf=_is_bcoo)
         dense_leaves, touched_leaves = zip(*map(_densify, grad_leaves)) if grad_leaves else ((), ())
-        dense = treedef.unflatten(dense_leaves)
-        touched = treedef.unflatten(touched_leaves)
+        dense = jax.tree.unflatten(treedef, dense_leaves)
+        touched = jax.tree.unflatten(treedef, touched_leaves)
         _common.check_update_inputs("sparse_adam", dense, state.exp_avg, params)
         lr_t = _scalars.value_at(lr, state.step)
         beta1_t = _scalars.value_at(beta1, state.step)

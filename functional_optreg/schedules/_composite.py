@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import bisect
 import numbers
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +17,16 @@ from functional_optreg.schedules._base import (
     float_dtype,
     int_dtype,
 )
+
+# A member that is not "absolute" always carries ``initial`` and ``step``; the casts tell mypy so.
+
+
+def _initial(member: TorchSchedule) -> Callable[[Any], Any]:
+    return cast(Callable[[Any], Any], member.initial)
+
+
+def _step(member: TorchSchedule) -> Callable[[jax.Array, Any], Any]:
+    return cast(Callable[[jax.Array, Any], Any], member.step)
 
 
 def _check_members(name: str, schedulers: Sequence[Any]) -> tuple[list[TorchSchedule], float | None]:
@@ -119,8 +129,9 @@ def sequential_lr(
         i for i in range(first + 1, len(schedulers)) if bisect.bisect_right(milestones, milestones[i - 1]) == i
     ]
     for i in restarted:
-        if schedulers[i].restart_error is not None:
-            raise schedulers[i].restart_error
+        restart_error = schedulers[i].restart_error
+        if restart_error is not None:
+            raise restart_error
 
     def segment(i, epoch):
         if i == first:
@@ -209,7 +220,7 @@ def chained_scheduler(schedulers: Sequence[TorchSchedule], *, steps_per_epoch: i
         def at_epoch(epoch):
             value = members[last].at_epoch(epoch)
             for member in members[last + 1 :]:
-                value = jnp.where(epoch == 0, member.initial(value), member.step(jnp.maximum(epoch, 1), value))
+                value = jnp.where(epoch == 0, _initial(member)(value), _step(member)(jnp.maximum(epoch, 1), value))
             return value
 
     elif all(s.kind == "multiplicative" for s in members):
@@ -227,11 +238,11 @@ def chained_scheduler(schedulers: Sequence[TorchSchedule], *, steps_per_epoch: i
         def at_epoch(epoch):
             value = jnp.asarray(base, float_dtype())
             for member in members:
-                value = jnp.asarray(member.initial(value), float_dtype())
+                value = jnp.asarray(_initial(member)(value), float_dtype())
 
             def replay(j, lr_in):
                 for member in members:
-                    lr_in = jnp.asarray(member.step(j, lr_in), lr_in.dtype)
+                    lr_in = jnp.asarray(_step(member)(j, lr_in), lr_in.dtype)
                 return lr_in
 
             first, last = jnp.asarray(1, int_dtype()), jnp.asarray(epoch, int_dtype())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -135,6 +136,8 @@ def cosine_annealing_warm_restarts(
     starts, lengths = _restart_table(T_0, T_mult)
 
     def at_epoch(epoch):
+        t_cur: Any
+        t_i: Any
         if T_mult == 1:
             t_cur, t_i = epoch % T_0, T_0
         else:

@@ -70,8 +70,8 @@ def _running_product(fn: Callable[[jax.Array], Any], start: Any, first: int, las
     def body(epoch, value):
         return (value * fn(epoch)).astype(value.dtype)
 
-    first, last = jnp.asarray(first, int_dtype()), jnp.asarray(last, int_dtype())
-    return jax.lax.fori_loop(first, last + 1, body, start)
+    lower, upper = jnp.asarray(first, int_dtype()), jnp.asarray(last, int_dtype())
+    return jax.lax.fori_loop(lower, upper + 1, body, start)
 
 
 def multiplicative_lr(lr: float, lr_lambda: Callable[[jax.Array], Any], *, steps_per_epoch: int = 1) -> TorchSchedule:

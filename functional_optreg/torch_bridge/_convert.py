@@ -69,7 +69,9 @@ def _layout(optimizer: Any, params: Any, module: Any, torch_params: Sequence[Any
 
 def _warn_if_narrowed(torch_params: Sequence[Any]) -> None:
     torch = _torch.torch_module()
-    if not jax.config.jax_enable_x64 and any(p.dtype == torch.float64 for p in torch_params):
+    # jax.config's flag attributes are created at runtime, so mypy does not know them.
+    x64 = jax.config.jax_enable_x64  # type: ignore[attr-defined]
+    if not x64 and any(p.dtype == torch.float64 for p in torch_params):
         warnings.warn(
             "the torch parameters are float64 but jax_enable_x64 is off: the optimizer state is "
             "converted to float32 (enable x64, e.g. jax.config.update('jax_enable_x64', True), "
@@ -158,11 +160,12 @@ def from_torch(
     layout, tree = _layout(optimizer, params, module, torch_params)
     for index, permutation in enumerate(layout.permutations):
         adapter.check_permutation(permutation, layout.describe(index))
-    groups, first = [], 0
+    group_list: list[GroupSpec] = []
+    first = 0
     for group in optimizer.param_groups:
-        groups.append(_group_spec(group, first))
+        group_list.append(_group_spec(group, first))
         first += len(group["params"])
-    groups = tuple(groups)
+    groups = tuple(group_list)
     torch_state = optimizer.state_dict()["state"]
     if adapter.torch_name == "LBFGS":
         return _lbfgs.from_torch(adapter, optimizer, scheduler, groups, layout, tree, torch_state)

@@ -48,7 +48,8 @@ def flat_to_torch(layout: Layout, vector: np.ndarray) -> np.ndarray:
     start = 0
     for index in order:
         shape = layout.torch_shapes[index]
-        jax_shape = shape if layout.permutations[index] is None else tuple(shape[a] for a in layout.permutations[index])
+        permutation = layout.permutations[index]
+        jax_shape = shape if permutation is None else tuple(shape[a] for a in permutation)
         size = int(np.prod(shape))
         pieces[index] = np.ravel(layout.to_torch(index, vector[start : start + size].reshape(jax_shape)))
         start += size

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -79,7 +79,7 @@ def _group_schedule(name: str, scheduler: Any, group: int) -> tuple[Any, Any]:
     """``(lr schedule of the epoch, momentum schedule or None)`` for one param group."""
     import functional_optreg.schedules as fs
 
-    base = scheduler.base_lrs[group] if hasattr(scheduler, "base_lrs") else None
+    base: Any = scheduler.base_lrs[group] if hasattr(scheduler, "base_lrs") else None
     if name in ("LambdaLR", "MultiplicativeLR"):
         fn = scheduler.lr_lambdas[group]
         _check_traceable(fn, f"{name} lr_lambda")
@@ -207,12 +207,12 @@ class ConvertedScheduler:
     def plateau(self) -> bool:
         return self.name == "ReduceLROnPlateau"
 
-    def overrides(self, group: int, start_step: int, hyperparams: dict) -> dict:
+    def overrides(self, group: int, start_step: int, hyperparams: Mapping[str, Any]) -> dict:
         """Our factory arguments replaced by shifted schedules for param group ``group``."""
         if self.plateau:
             return {}
         offset = self.epoch - start_step
-        replaced = {"lr": ShiftedSchedule(self.lr[group], offset)}
+        replaced: dict[str, Any] = {"lr": ShiftedSchedule(self.lr[group], offset)}
         momentum = self.momentum[group]
         if momentum is not None:
             shifted = ShiftedSchedule(momentum, offset)
@@ -222,7 +222,7 @@ class ConvertedScheduler:
                 replaced["momentum"] = shifted
         return replaced
 
-    def group_transform(self, group: int, tx: Any, hyperparams: dict) -> Any:
+    def group_transform(self, group: int, tx: Any, hyperparams: Mapping[str, Any]) -> Any:
         """The group's optimizer, with ReduceLROnPlateau chained after it."""
         if not self.plateau:
             return tx
@@ -266,7 +266,7 @@ class ConvertedScheduler:
         if self.plateau:
             return {"lr": float(group_state[1].last_lr)}
         epoch = jnp.asarray(self.epoch + elapsed, jnp.int32)
-        values = {"lr": float(self.lr[group](epoch))}
+        values: dict[str, Any] = {"lr": float(self.lr[group](epoch))}
         momentum = self.momentum[group]
         if momentum is not None:
             value = float(momentum(epoch))
@@ -307,7 +307,7 @@ def convert(scheduler: Any, optimizer: Any, adapter: Any) -> ConvertedScheduler:
         return ConvertedScheduler(
             name, int(scheduler.last_epoch), snapshot, (), (None,) * groups, (None,) * groups, False
         )
-    members = ()
+    members: tuple[str, ...] = ()
     if name in ("SequentialLR", "ChainedScheduler"):
         members = tuple(_member_name(m) for m in scheduler._schedulers)
         for member in scheduler._schedulers:

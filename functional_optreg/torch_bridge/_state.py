@@ -93,7 +93,7 @@ def state_from_torch(
             )
     if step == 0 and not any(torch_states):
         return template
-    values = {}
+    values: dict[str, Any] = {}
     for field in fields:
         current = getattr(template, field)
         if field == "step":
@@ -136,7 +136,7 @@ def state_from_torch(
 def _fill_per_parameter(adapter, name, field, current, params_structure, torch_states, indices, layout):
     """One per-parameter field; a ``None`` leaf (state this parameter does not keep, e.g.
     Adafactor's ``variance`` of a matrix) must be absent from torch's state too."""
-    filled = []
+    filled: list[Any] = []
     for leaf, index, state in zip(jax.tree.leaves(current, is_leaf=_is_none), indices, torch_states):
         if leaf is None:
             if field in state:
