@@ -1,9 +1,35 @@
 """torch.optim optimizers as optax gradient transformations, one module each."""
 
+from functional_optreg.optimizers.adadelta import AdadeltaState as AdadeltaState
+from functional_optreg.optimizers.adadelta import adadelta as adadelta
+from functional_optreg.optimizers.adafactor import AdafactorState as AdafactorState
+from functional_optreg.optimizers.adafactor import adafactor as adafactor
+from functional_optreg.optimizers.adagrad import AdagradState as AdagradState
+from functional_optreg.optimizers.adagrad import adagrad as adagrad
 from functional_optreg.optimizers.adam import AdamState as AdamState
 from functional_optreg.optimizers.adam import adam as adam
 from functional_optreg.optimizers.adam import adamw as adamw
+from functional_optreg.optimizers.adamax import AdamaxState as AdamaxState
+from functional_optreg.optimizers.adamax import adamax as adamax
+from functional_optreg.optimizers.asgd import ASGDState as ASGDState
+from functional_optreg.optimizers.asgd import asgd as asgd
+from functional_optreg.optimizers.asgd import asgd_averaged_params as asgd_averaged_params
 from functional_optreg.optimizers.ema_momentum import EmaMomentumState as EmaMomentumState
 from functional_optreg.optimizers.ema_momentum import ema_momentum as ema_momentum
+from functional_optreg.optimizers.lbfgs import LBFGSSolver as LBFGSSolver
+from functional_optreg.optimizers.lbfgs import LBFGSState as LBFGSState
+from functional_optreg.optimizers.lbfgs import lbfgs as lbfgs
+from functional_optreg.optimizers.muon import MuonState as MuonState
+from functional_optreg.optimizers.muon import muon as muon
+from functional_optreg.optimizers.nadam import NAdamState as NAdamState
+from functional_optreg.optimizers.nadam import nadam as nadam
+from functional_optreg.optimizers.radam import RAdamState as RAdamState
+from functional_optreg.optimizers.radam import radam as radam
+from functional_optreg.optimizers.rmsprop import RMSpropState as RMSpropState
+from functional_optreg.optimizers.rmsprop import rmsprop as rmsprop
+from functional_optreg.optimizers.rprop import RpropState as RpropState
+from functional_optreg.optimizers.rprop import rprop as rprop
 from functional_optreg.optimizers.sgd import SGDState as SGDState
 from functional_optreg.optimizers.sgd import sgd as sgd
+from functional_optreg.optimizers.sparse_adam import SparseAdamState as SparseAdamState
+from functional_optreg.optimizers.sparse_adam import sparse_adam as sparse_adam

@@ -1,0 +1,458 @@
+"""fo.lbfgs: validation, stopping rules, state carry-over, line search and JAX transformations.
+
+The long trajectories are in ``parity/cases/lbfgs.py``; here each torch rule is isolated on a
+small problem and compared with torch directly (float64).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+import torch.optim.lbfgs as torch_lbfgs
+
+import functional_optreg as fo
+from functional_optreg.optimizers import _line_search
+
+TARGET = np.array([0.5, -1.0, 2.0, 0.25, -0.75])
+START = np.array([1.5, 0.5, -1.0, 2.0, 0.0])
+
+
+def _torch_loss(x):
+    u = x - torch.as_tensor(TARGET)
+    return torch.sum(torch.sqrt(1 + u * u) + 0.1 * (u * u) * (u * u))
+
+
+def _jax_loss(params):
+    u = params["x"] - TARGET
+    return jnp.sum(jnp.sqrt(1 + u * u) + 0.1 * (u * u) * (u * u))
+
+
+def _rosenbrock(x, sum_all):
+    return sum_all(100 * (x[1:] - x[:-1] * x[:-1]) ** 2 + (1 - x[:-1]) ** 2)
+
+
+def _wavy(x, sum_all, sin):
+    return sum_all(0.5 * x * x + 0.8 * sin(3 * x + 0.3))
+
+
+PROBLEMS = {  # name: (torch loss of a tensor, jax loss of {"x": array}, start)
+    "separable": (_torch_loss, _jax_loss, START),
+    "rosenbrock": (
+        lambda x: _rosenbrock(x, torch.sum),
+        lambda p: _rosenbrock(p["x"], jnp.sum),
+        np.array([-1.2, 1.0]),
+    ),
+    "wavy": (
+        lambda x: _wavy(x, torch.sum, torch.sin),
+        lambda p: _wavy(p["x"], jnp.sum, jnp.sin),
+        np.array([2.0, -1.5, 0.7, 3.0]),
+    ),
+}
+
+
+def _run_both(steps, problem="separable", **kwargs):
+    """Per step: torch's (params, loss, state) and ours, in float64."""
+    torch_loss, jax_loss, start = PROBLEMS[problem]
+    x = torch.tensor(start, requires_grad=True)
+    optimizer = torch.optim.LBFGS([x], **kwargs)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch_loss(x)
+        loss.backward()
+        return loss
+
+    solver = fo.lbfgs(**kwargs)
+    params = {"x": jnp.asarray(start)}
+    state = solver.init(params)
+    step = jax.jit(functools.partial(solver.step, jax_loss))
+    results = []
+    for _ in range(steps):
+        loss = float(optimizer.step(closure).detach())
+        params, state, our_loss = step(params, state)
+        their_state = {  # torch pops, appends and writes its state in place: copy it now
+            key: [v.clone() for v in value]
+            if isinstance(value, list)
+            else value.clone()
+            if torch.is_tensor(value)
+            else value
+            for key, value in optimizer.state[x].items()
+            if key != "al"  # scratch space, rewritten before it is read
+        }
+        results.append(((x.detach().numpy().copy(), loss, their_state), (params, state, our_loss)))
+    return results
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(lr=-0.1), "Invalid learning rate: -0.1"),
+        (dict(lr=float("nan")), "Invalid learning rate: nan"),
+    ],
+)
+def test_validation_messages_match_torch(kwargs, message):
+    with pytest.raises(ValueError) as ours:
+        fo.lbfgs(**kwargs)
+    with pytest.raises(ValueError) as theirs:
+        torch.optim.LBFGS([torch.zeros(1, requires_grad=True)], **kwargs)
+    assert str(ours.value) == str(theirs.value) == message
+
+
+def test_tensor_lr_must_have_one_element():
+    with pytest.raises(ValueError, match="Tensor lr must be 1-element"):
+        torch.optim.LBFGS([torch.zeros(1, requires_grad=True)], lr=torch.tensor([0.1, 0.2]))
+    with pytest.raises(ValueError, match="Tensor lr must be 1-element"):
+        fo.lbfgs(lr=jnp.array([0.1, 0.2]))
+    fo.lbfgs(lr=jnp.array([0.1]))
+
+
+def test_unknown_line_search_raises_torch_error_at_construction():
+    x = torch.zeros(2, requires_grad=True)
+    optimizer = torch.optim.LBFGS([x], line_search_fn="backtracking")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.sum((x - 1) ** 2)
+        loss.backward()
+        return loss
+
+    with pytest.raises(RuntimeError) as theirs:
+        optimizer.step(closure)
+    with pytest.raises(RuntimeError) as ours:
+        fo.lbfgs(line_search_fn="backtracking")
+    assert str(ours.value) == str(theirs.value) == "only 'strong_wolfe' is supported"
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, torch_error",
+    [
+        (dict(history_size=0), ValueError, IndexError),
+        (dict(history_size=-1), ValueError, IndexError),
+        (dict(max_eval=0, line_search_fn="strong_wolfe"), ValueError, UnboundLocalError),
+    ],
+)
+def test_configurations_that_crash_torch_are_rejected(kwargs, error, torch_error):
+    x = torch.tensor([1.0, -2.0], requires_grad=True)
+    optimizer = torch.optim.LBFGS([x], **kwargs)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.sum(x**4) + x[0] * x[1]
+        loss.backward()
+        return loss
+
+    with pytest.raises(torch_error):
+        for _ in range(3):
+            optimizer.step(closure)
+    with pytest.raises(error, match="history_size|max_eval"):
+        fo.lbfgs(**kwargs)
+
+
+def test_counts_must_be_integers():
+    with pytest.raises(TypeError, match="max_iter must be an integer"):
+        fo.lbfgs(max_iter=2.5)
+
+
+def test_state_mirrors_torch_keys():
+    results = _run_both(1)
+    (_, _, torch_state), (_, state, _) = results[0]
+    bookkeeping = {"step", "num_old", "old_start"}
+    assert set(torch_state) == set(state._fields) - bookkeeping
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(),
+        dict(history_size=2, max_iter=7),
+        dict(history_size=1, max_iter=5, lr=0.7),
+        dict(line_search_fn="strong_wolfe", history_size=2, max_iter=6),
+        dict(line_search_fn="strong_wolfe", max_iter=1),
+        dict(line_search_fn="strong_wolfe", max_iter=6, max_eval=4, history_size=3),
+        dict(max_iter=8, max_eval=5),
+        dict(tolerance_change=1e-2),
+        dict(tolerance_grad=0.5),
+        dict(tolerance_change=1e3),
+        dict(line_search_fn="strong_wolfe", tolerance_change=1e-4, max_iter=8),
+        dict(problem="wavy", line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=0.0, max_iter=40),
+        dict(problem="wavy", lr=0.5, history_size=3),
+    ],
+    ids=lambda kwargs: ",".join(f"{k}={v}" for k, v in kwargs.items()) or "defaults",
+)
+def test_each_step_matches_torch_including_state(kwargs):
+    """Stopping rules (max_iter, max_eval and its default, tolerances, the gtd break, the early
+    optimality return), the line search's own tolerance, the ring buffer past history_size,
+    and every carried state entry."""
+    with jax.enable_x64(True):
+        for (theirs, their_loss, their_state), (params, state, loss) in _run_both(4, **kwargs):
+            assert (int(state.func_evals), int(state.n_iter)) == (their_state["func_evals"], their_state["n_iter"])
+            np.testing.assert_allclose(params["x"], theirs, rtol=1e-12, atol=0)
+            np.testing.assert_allclose(loss, their_loss, rtol=1e-13)
+            if "d" not in their_state:
+                continue
+            dirs, stps, ro = state.history()
+            assert len(dirs) == len(their_state["old_dirs"])
+            for ours, key in [(dirs, "old_dirs"), (stps, "old_stps"), (ro, "ro")]:
+                for a, b in zip(ours, their_state[key]):
+                    np.testing.assert_allclose(a, b.numpy(), rtol=1e-9, atol=1e-12)
+            for key in ("d", "t", "H_diag", "prev_flat_grad", "prev_loss"):
+                np.testing.assert_allclose(getattr(state, key), np.asarray(their_state[key]), rtol=1e-9, atol=1e-12)
+
+
+def test_curvature_check_skips_tiny_pairs():
+    """Run to convergence with no stopping tolerance: pairs with 0 < yᵀs <= 1e-10 are dropped."""
+    with jax.enable_x64(True):
+        kwargs = dict(line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=0.0, max_iter=40)
+        for (theirs, _, their_state), (params, state, _) in _run_both(4, "rosenbrock", **kwargs):
+            assert (int(state.func_evals), int(state.n_iter)) == (their_state["func_evals"], their_state["n_iter"])
+            assert int(state.num_old) == len(their_state["old_dirs"])
+            np.testing.assert_allclose(params["x"], theirs, rtol=1e-12, atol=0)
+
+
+def test_early_optimality_return_leaves_state_alone():
+    solver = fo.lbfgs(tolerance_grad=1e3)
+    params = {"x": jnp.asarray(START, jnp.float32)}
+    state = solver.init(params)
+    new_params, new_state, loss = solver.step(_jax_loss, params, state)
+    np.testing.assert_array_equal(new_params["x"], params["x"])
+    assert (int(new_state.func_evals), int(new_state.n_iter), int(new_state.step)) == (1, 0, 1)
+    np.testing.assert_allclose(loss, _jax_loss(params), rtol=1e-6)
+
+
+def test_history_is_a_ring_in_torch_order():
+    """With history_size=2 the third pair overwrites the oldest row; history() puts it last."""
+    solver = fo.lbfgs(history_size=2, max_iter=4, tolerance_change=0.0, tolerance_grad=0.0)
+    params = {"x": jnp.asarray(START, jnp.float32)}
+    _, state, _ = solver.step(_jax_loss, params, solver.init(params))
+    assert int(state.num_old) == 2 and int(state.old_start) == 1
+    dirs, _, _ = state.history()
+    np.testing.assert_array_equal(dirs[0], state.old_dirs[1])
+    np.testing.assert_array_equal(dirs[1], state.old_dirs[0])
+
+
+def _torch_objective():
+    def obj_func(x, t, d):
+        point = (x[0] + t * d).clone().requires_grad_(True)
+        loss = _torch_loss(point)
+        loss.backward()
+        return float(loss.detach()), point.grad
+
+    return obj_func
+
+
+@jax.jit
+def _our_strong_wolfe(t, d, f, g, gtd, max_ls):
+    def obj(step_length):
+        return jax.value_and_grad(lambda v: _jax_loss({"x": v}))(START + step_length * d)
+
+    return _line_search.strong_wolfe(obj, t, d, f, g, gtd, max_ls)
+
+
+@pytest.mark.parametrize("t0", [1e-3, 0.3, 1.0, 30.0])
+@pytest.mark.parametrize("max_ls", [0, 1, 2, 25])
+def test_strong_wolfe_matches_torch(t0, max_ls):
+    """Every exit of the line search: exhausted evaluations, bracketing, zoom, Wolfe."""
+    with jax.enable_x64(True):
+        x = torch.tensor(START)
+        x_req = x.clone().requires_grad_(True)
+        loss = _torch_loss(x_req)
+        loss.backward()
+        f = loss.detach()
+        g = x_req.grad
+        d = -g
+        their_f, their_g, their_t, their_evals = torch_lbfgs._strong_wolfe(
+            _torch_objective(), [x], t0, d, float(f), g, g.dot(d), max_ls=max_ls
+        )
+        our_f, our_g, our_t, our_evals = _our_strong_wolfe(
+            jnp.asarray(t0),
+            jnp.asarray(d.numpy()),
+            jnp.asarray(float(f)),
+            jnp.asarray(g.numpy()),
+            jnp.asarray(float(g.dot(d))),
+            jnp.asarray(max_ls, jnp.int32),
+        )
+        assert int(our_evals) == their_evals
+        np.testing.assert_allclose(float(our_t), float(their_t), rtol=1e-12)
+        np.testing.assert_allclose(float(our_f), their_f, rtol=1e-13)
+        np.testing.assert_allclose(our_g, their_g.numpy(), rtol=1e-11, atol=1e-14)
+
+
+def _wavy_line(coefficients, t, d):
+    """Value and gradient of ``f(x) = a·x² + b·x + A·sin(ωx + φ)`` at ``x = t·d``, in torch."""
+    a, b, amplitude, frequency, phase = (float(c) for c in coefficients)
+    point = (float(t) * torch.tensor(np.asarray(d))).requires_grad_(True)
+    loss = torch.sum(a * point * point + b * point + amplitude * torch.sin(frequency * point + phase))
+    loss.backward()
+    return np.float64(loss.detach()), point.grad.numpy()
+
+
+@jax.jit
+def _our_wavy_search(coefficients, t0, d, f, g, max_ls):
+    def obj(t):
+        shapes = (jax.ShapeDtypeStruct((), jnp.float64), jax.ShapeDtypeStruct((1,), jnp.float64))
+        return jax.pure_callback(_wavy_line, shapes, coefficients, t, d)
+
+    return _line_search.strong_wolfe(obj, t0, d, f, g, jnp.dot(g, d), max_ls)
+
+
+def _torch_wavy_search(coefficients, t0, max_ls):
+    """Torch's line search from 0 along ``−f'(0)``, recording each cubic's discriminant ratio
+    ``|d1² − g1·g2| / max(d1², |g1·g2|)``: near 0, its sign test is decided by rounding."""
+    f, g = _wavy_line(coefficients, 0.0, np.ones(1))
+    d = torch.as_tensor(-g)
+    ratios = []
+
+    def cubic(x1, f1, g1, x2, f2, g2, bounds=None):
+        d1 = float(g1) + float(g2) - 3 * (f1 - f2) / (x1 - x2)
+        ratios.append(abs(d1 * d1 - float(g1) * float(g2)) / max(d1 * d1, abs(float(g1) * float(g2)), 1e-300))
+        return cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds)
+
+    def obj_func(x, t, direction):
+        value, grad = _wavy_line(coefficients, t, direction)
+        return float(value), torch.as_tensor(grad)
+
+    cubic_interpolate = torch_lbfgs._cubic_interpolate
+    torch_lbfgs._cubic_interpolate = cubic
+    try:
+        result = torch_lbfgs._strong_wolfe(
+            obj_func, None, t0, d, float(f), torch.as_tensor(g), d.dot(-d), max_ls=max_ls
+        )
+    finally:
+        torch_lbfgs._cubic_interpolate = cubic_interpolate
+    return (f, g, d.numpy()), result, min(ratios, default=1.0)
+
+
+def test_strong_wolfe_matches_torch_on_wavy_lines():
+    """Non-convex lines reach every branch of both phases, including the bracketing test torch
+    skips for its first two trials. Both sides see the very same loss values (ours through a
+    callback into torch), so differences come from the line search alone. Evaluation count and
+    ``t`` must match wherever the cubic's discriminant does not cancel: XLA contracts ``a·b + c``
+    into FMAs and torch does not, and a cancelling ``d1² − g1·g2`` turns that last bit into the
+    other branch, as any last-bit difference in the loss would."""
+    rng = np.random.default_rng(0)
+    well_conditioned = 0
+    with jax.enable_x64(True):
+        for _ in range(1000):
+            coefficients = rng.uniform([0.01, -2, 0.05, 1, 0], [1, 2, 1, 30, 6])
+            t0, max_ls = 10 ** rng.uniform(-3, 1), int(rng.integers(1, 26))
+            (f, g, d), theirs, ratio = _torch_wavy_search(coefficients, t0, max_ls)
+            our_f, our_g, our_t, our_evals = _our_wavy_search(coefficients, t0, d, f, g, max_ls)
+            value, grad = _wavy_line(coefficients, our_t, d)  # the returned point's own value and slope
+            assert (float(our_f), float(our_g[0])) == (value, grad[0])
+            if ratio > 1e-6:
+                well_conditioned += 1
+                assert int(our_evals) == theirs[3]
+                np.testing.assert_allclose(float(our_t), float(theirs[2]), rtol=1e-10)
+    assert well_conditioned > 950
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_cubic_interpolate_matches_torch(seed):
+    rng = np.random.default_rng(seed)
+    x1, x2 = rng.normal(size=2) * 3
+    f1, f2, g1, g2 = rng.normal(size=4) * 5
+    bounds = tuple(sorted(rng.normal(size=2) * 4)) if seed % 2 else None
+    with jax.enable_x64(True):
+        theirs = torch_lbfgs._cubic_interpolate(
+            x1, f1, torch.tensor(g1, dtype=torch.float64), x2, f2, torch.tensor(g2, dtype=torch.float64), bounds
+        )
+        ours = _line_search.cubic_interpolate(
+            jnp.asarray(x1), f1, jnp.asarray(g1), jnp.asarray(x2), f2, jnp.asarray(g2), bounds
+        )
+        np.testing.assert_allclose(float(ours), float(theirs), rtol=1e-14, atol=1e-15)
+
+
+def _bigger_problem_loss(params, scale):
+    return sum(jnp.sum(jnp.cosh(scale * (leaf - 0.3)) + leaf**4) for leaf in jax.tree.leaves(params))
+
+
+def _tree_params(dtype=jnp.float32):
+    rng = np.random.default_rng(0)
+    return {
+        "conv": jnp.asarray(rng.normal(size=(2, 2, 1, 3)), dtype),
+        "dense": {"bias": jnp.zeros(3, dtype), "kernel": jnp.asarray(rng.normal(size=(3, 2)), dtype)},
+    }
+
+
+@pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
+def test_jit_compiles_once(line_search_fn):
+    solver = fo.lbfgs(lr=0.5, max_iter=5, history_size=3, line_search_fn=line_search_fn)
+    traces = []
+
+    def step(params, state, scale):
+        traces.append(1)
+        return solver.step(_bigger_problem_loss, params, state, scale)
+
+    step = jax.jit(step)
+    params = _tree_params()
+    state = solver.init(params)
+    for scale in (0.7, 0.8, 0.9):
+        params, state, _ = step(params, state, scale)
+    assert len(traces) == 1
+    assert int(state.step) == 3 and int(state.n_iter) > 3
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_dtypes_are_preserved(dtype):
+    with jax.enable_x64(dtype == "float64"):
+        solver = fo.lbfgs(line_search_fn="strong_wolfe", max_iter=4)
+        params = _tree_params(jnp.dtype(dtype))
+        step = jax.jit(solver.step, static_argnums=0)
+        new_params, state, loss = step(functools.partial(_bigger_problem_loss, scale=1.0), params, solver.init(params))
+        for before, after in zip(jax.tree.leaves(params), jax.tree.leaves(new_params)):
+            assert after.dtype == before.dtype and after.shape == before.shape
+            assert bool(jnp.all(jnp.isfinite(after)))
+        assert loss.dtype == jnp.dtype(dtype)
+        floating = [leaf for leaf in state if jnp.issubdtype(leaf.dtype, jnp.floating)]
+        assert all(leaf.dtype == jnp.dtype(dtype) for leaf in floating)
+
+
+def test_vmap_over_problems_matches_one_by_one():
+    solver = fo.lbfgs(line_search_fn="strong_wolfe", max_iter=6, history_size=2)
+    params = _tree_params()
+    scales = jnp.asarray([0.5, 1.0, 1.5])
+
+    def solve(scale):
+        new_params, state, _ = solver.step(_bigger_problem_loss, params, solver.init(params), scale)
+        return new_params, state.func_evals
+
+    batched, evals = jax.jit(jax.vmap(solve))(scales)
+    solve = jax.jit(solve)
+    for index, scale in enumerate(scales):
+        single, single_evals = solve(scale)
+        assert int(evals[index]) == int(single_evals)
+        for a, b in zip(jax.tree.leaves(batched), jax.tree.leaves(single)):
+            np.testing.assert_allclose(a[index], b, rtol=1e-5, atol=1e-6)
+
+
+def test_gradient_transformation_adapter():
+    solver = fo.lbfgs(lr=0.5, max_iter=5)
+    tx = solver.as_gradient_transformation()
+    params = _tree_params()
+    loss_fn = functools.partial(_bigger_problem_loss, scale=1.0)
+    state = tx.init(params)
+    grads = jax.grad(loss_fn)(params)
+    updates, tx_state = jax.jit(functools.partial(tx.update, value_fn=loss_fn))(grads, state, params)
+    stepped, step_state, _ = jax.jit(solver.step, static_argnums=0)(loss_fn, params, solver.init(params))
+    for a, b in zip(jax.tree.leaves(optax.apply_updates(params, updates)), jax.tree.leaves(stepped)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert int(tx_state.func_evals) == int(step_state.func_evals)
+    with pytest.raises(ValueError, match="value_fn"):
+        tx.update(grads, state, params)
+    with pytest.raises(ValueError, match="needs the current parameters"):
+        tx.update(grads, state, value_fn=loss_fn)
+
+
+def test_rejects_integer_params_and_mismatched_state():
+    solver = fo.lbfgs()
+    with pytest.raises(TypeError, match="floating-point"):
+        solver.init({"n": jnp.arange(3)})
+    state = solver.init({"x": jnp.zeros(3)})
+    with pytest.raises(ValueError, match="shape"):
+        solver.step(lambda p: jnp.sum(p["x"] ** 2), {"x": jnp.zeros(4)}, state)
