@@ -11,7 +11,7 @@ from parity.case import Case
 
 
 def test_quick_run_passes_and_writes_report(tmp_path, capsys):
-    status = cli.main(["--quick", "--report-dir", str(tmp_path)])
+    status = cli.main(["--quick", "--dtype", "float64", "--report-dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert status == 0, out
     assert "0 failed" in out

@@ -14,48 +14,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from state_trajectories import side_by_side
 
 import functional_optreg as fo
 from functional_optreg import verify
 from parity.cases.asgd import CASES
 
 torch = pytest.importorskip("torch")
-
-
-def _side_by_side(case, dtype, steps=60):
-    """Run torch and ours from the same start; per step, torch's state, our state and params."""
-    with jax.enable_x64(dtype == "float64"):
-        leaves, treedef = jax.tree.flatten(case.params())
-        leaves = [np.asarray(leaf, dtype) for leaf in leaves]
-        gradient = verify.quadratic_gradients(leaves)
-        tensors = [torch.tensor(leaf, requires_grad=True) for leaf in leaves]
-        optimizer = case.make_torch(tensors)
-        scheduler = case.torch_scheduler(optimizer) if case.torch_scheduler else None
-        tx = case.make_transform()
-        params = treedef.unflatten([jnp.asarray(leaf) for leaf in leaves])
-        state = tx.init(params)
-
-        @jax.jit
-        def step(params, state, grads):
-            updates, state = tx.update(grads, state, params)
-            return optax.apply_updates(params, updates), state
-
-        history = []
-        for index in range(steps):
-            current = [t.detach().numpy().copy() for t in tensors]
-            for tensor, grad in zip(tensors, gradient(index, current)):
-                tensor.grad = torch.from_numpy(np.ascontiguousarray(grad))
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            ours_now = [np.asarray(leaf) for leaf in jax.tree.leaves(params)]
-            grads = treedef.unflatten([jnp.asarray(g) for g in gradient(index, ours_now)])
-            params, state = step(params, state, grads)
-            theirs = [
-                {key: value.detach().numpy().copy() for key, value in optimizer.state[t].items()} for t in tensors
-            ]
-            history.append((theirs, jax.tree.map(np.asarray, state), jax.tree.map(np.asarray, params)))
-        return history
 
 
 def test_signature_matches_torch():
@@ -84,7 +49,7 @@ def test_torch_accepts_what_we_accept():
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
 def test_average_eta_and_mu_match_torch_float64(case):
-    for index, (theirs, ours, _) in enumerate(_side_by_side(case, "float64")):
+    for index, (theirs, ours, _) in enumerate(side_by_side(case, "float64")):
         assert int(ours.step) == index + 1
         assert ours.eta.dtype == np.float32 and ours.mu.dtype == np.float32
         for torch_state in theirs:
@@ -99,7 +64,7 @@ def test_average_eta_and_mu_match_torch_float64(case):
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
 def test_average_eta_and_mu_match_torch_float32(case):
-    for index, (theirs, ours, _) in enumerate(_side_by_side(case, "float32")):
+    for index, (theirs, ours, _) in enumerate(side_by_side(case, "float32")):
         for torch_state in theirs:
             torch.testing.assert_close(torch.tensor(ours.eta), torch.tensor(torch_state["eta"]))
             torch.testing.assert_close(torch.tensor(ours.mu), torch.tensor(torch_state["mu"]))
@@ -114,7 +79,7 @@ def test_average_is_the_iterate_then_a_running_mean(t0):
     """Derived from our own trajectory: ax = iterate up to update t0 + 2, then the mean since."""
     case = next(case for case in CASES if case.name == "asgd/t0")
     case = type(case)(case.name, case.ours, case.torch, dict(case.kwargs, t0=t0))
-    history = _side_by_side(case, "float64", steps=40)
+    history = side_by_side(case, "float64", steps=40)
     iterates = [jax.tree.leaves(params) for _, _, params in history]
     for index, (_, ours, _) in enumerate(history):
         update = index + 1

@@ -8,8 +8,8 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
+from state_trajectories import side_by_side
 
 import functional_optreg as fo
 from functional_optreg import verify
@@ -18,42 +18,6 @@ from parity.cases.radam import CASES
 
 torch = pytest.importorskip("torch")
 mpmath = pytest.importorskip("mpmath")
-
-
-def _side_by_side(case, dtype, steps=60):
-    """Run torch and ours from the same start; per step, torch's state and ours, as NumPy."""
-    with jax.enable_x64(dtype == "float64"):
-        leaves, treedef = jax.tree.flatten(case.params())
-        leaves = [np.asarray(leaf, dtype) for leaf in leaves]
-        gradient = verify.quadratic_gradients(leaves)
-        tensors = [torch.tensor(leaf, requires_grad=True) for leaf in leaves]
-        optimizer = case.make_torch(tensors)
-        scheduler = case.torch_scheduler(optimizer) if case.torch_scheduler else None
-        tx = case.make_transform()
-        params = treedef.unflatten([jnp.asarray(leaf) for leaf in leaves])
-        state = tx.init(params)
-
-        @jax.jit
-        def step(params, state, grads):
-            updates, state = tx.update(grads, state, params)
-            return optax.apply_updates(params, updates), state
-
-        history = []
-        for index in range(steps):
-            current = [t.detach().numpy().copy() for t in tensors]
-            for tensor, grad in zip(tensors, gradient(index, current)):
-                tensor.grad = torch.from_numpy(np.ascontiguousarray(grad))
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            ours_now = [np.asarray(leaf) for leaf in jax.tree.leaves(params)]
-            grads = treedef.unflatten([jnp.asarray(g) for g in gradient(index, ours_now)])
-            params, state = step(params, state, grads)
-            theirs = [
-                {key: value.detach().numpy().copy() for key, value in optimizer.state[t].items()} for t in tensors
-            ]
-            history.append((theirs, jax.tree.map(np.asarray, state)))
-        return history
 
 
 def _torch_rho(beta2, step):
@@ -155,7 +119,7 @@ def test_default_betas_switch_at_step_six():
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
 def test_state_matches_torch_float64(case):
-    for index, (theirs, ours) in enumerate(_side_by_side(case, "float64")):
+    for index, (theirs, ours, _) in enumerate(side_by_side(case, "float64")):
         assert int(ours.step) == index + 1
         for key in ("exp_avg", "exp_avg_sq"):
             for leaf, torch_state in zip(jax.tree.leaves(getattr(ours, key)), theirs):

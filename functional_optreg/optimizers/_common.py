@@ -125,7 +125,8 @@ def map_leaves(fn: Any, grads: Any, *trees: Any) -> tuple[Any, ...]:
     Complex gradients follow torch's convention (``.grad`` is ``dL/dx + i·dL/dy``); ``jax.grad``
     of a real loss returns its conjugate, so pass ``jnp.conj(jax.grad(loss)(params))``.
     """
-    treedef = jax.tree.structure(grads)
+    # Any: jaxlib ships no stubs for PyTreeDef's methods (flatten_up_to has no public twin).
+    treedef: Any = jax.tree.structure(grads)
     grad_leaves = treedef.flatten_up_to(grads)
     other_leaves = [
         [None] * len(grad_leaves) if tree is None else treedef.flatten_up_to(tree) for tree in trees
