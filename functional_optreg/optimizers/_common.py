@@ -128,12 +128,9 @@ def map_leaves(fn: Any, grads: Any, *trees: Any) -> tuple[Any, ...]:
     # Any: jaxlib ships no stubs for PyTreeDef's methods (flatten_up_to has no public twin).
     treedef: Any = jax.tree.structure(grads)
     grad_leaves = treedef.flatten_up_to(grads)
-    other_leaves = [
-        [None] * len(grad_leaves) if tree is None else treedef.flatten_up_to(tree) for tree in trees
-    ]
+    other_leaves = [[None] * len(grad_leaves) if tree is None else treedef.flatten_up_to(tree) for tree in trees]
     results = [
-        fn(as_real_pairs(g), *(as_real_pairs(leaf) for leaf in rest))
-        for g, *rest in zip(grad_leaves, *other_leaves)
+        fn(as_real_pairs(g), *(as_real_pairs(leaf) for leaf in rest)) for g, *rest in zip(grad_leaves, *other_leaves)
     ]
     if not results:
         return _empty_outputs(fn, treedef, trees)

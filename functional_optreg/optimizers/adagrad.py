@@ -82,9 +82,7 @@ def adagrad(
     _validation.check_weight_decay(weight_decay)
     _validation.check_initial_accumulator_value(initial_accumulator_value)
     _validation.check_eps(eps)
-    _validation.check_implementation_flags(
-        foreach=foreach, fused=fused, differentiable=differentiable
-    )
+    _validation.check_implementation_flags(foreach=foreach, fused=fused, differentiable=differentiable)
     use_weight_decay = not _scalars.is_zero(weight_decay)
     use_lr_decay = not _scalars.is_zero(lr_decay)
 

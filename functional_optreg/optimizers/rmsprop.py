@@ -88,9 +88,7 @@ def rmsprop(
     _validation.check_momentum(momentum)
     _validation.check_weight_decay(weight_decay)
     _validation.check_alpha(alpha)
-    _validation.check_implementation_flags(
-        foreach=foreach, capturable=capturable, differentiable=differentiable
-    )
+    _validation.check_implementation_flags(foreach=foreach, capturable=capturable, differentiable=differentiable)
     use_momentum = not _scalars.is_zero(momentum)
     use_weight_decay = not _scalars.is_zero(weight_decay)
 
@@ -131,8 +129,6 @@ def rmsprop(
         updates, square_avg, momentum_buffer, grad_avg = _common.map_leaves(
             leaf, grads, params, state.square_avg, state.momentum_buffer, state.grad_avg
         )
-        return updates, RMSpropState(
-            _scalars.increment(state.step), square_avg, momentum_buffer, grad_avg
-        )
+        return updates, RMSpropState(_scalars.increment(state.step), square_avg, momentum_buffer, grad_avg)
 
     return optax.GradientTransformation(init_fn, update_fn)
