@@ -14,7 +14,7 @@ import argparse
 import sys
 import time
 
-from parity.report import run_catalog, write_report
+from parity.report import run_catalog, run_lbfgs_cases, write_report
 
 
 def _parse(argv):
@@ -52,15 +52,17 @@ def main(argv=None) -> int:
         for case, dtype, _ in results:
             print(f"{case.name} [{dtype}]")
         return 0
-    if not results:
+    lbfgs_results = run_lbfgs_cases(families=args.optimizer, dtype=args.dtype, quick=args.quick)
+    if not results and not lbfgs_results:
         print("no case matches the filters", file=sys.stderr)
         return 2
     if args.report_dir:
         seed_cnn_reports = _run_seed_cnn(quick=args.quick)
-        path = write_report(results, args.report_dir, seed_cnn_reports)
+        path = write_report(results, args.report_dir, seed_cnn_reports, lbfgs_results)
         print(f"\nreport written to {path}")
-    failures = sum(not report.passed for _, _, report in results)
-    print(f"\nparity: {len(results) - failures} passed, {failures} failed ({time.perf_counter() - started:.1f} s)")
+    runs = results + lbfgs_results
+    failures = sum(not report.passed for _, _, report in runs)
+    print(f"\nparity: {len(runs) - failures} passed, {failures} failed ({time.perf_counter() - started:.1f} s)")
     return 1 if failures else 0
 
 

@@ -56,7 +56,28 @@ def run_catalog(families=None, dtype=None, quick=False, dry_run=False, echo=prin
     return results
 
 
-def write_report(results, directory: str, seed_cnn_reports=()) -> str:
+def run_lbfgs_cases(families=None, dtype=None, quick=False, echo=print):
+    """LBFGS is closure-driven, so its cases have their own harness; same filters and table."""
+    if families and "lbfgs" not in families:
+        return []
+    from parity.cases.lbfgs import LBFGS_CASES, run_lbfgs_case
+
+    results = []
+    for case in LBFGS_CASES[:1] if quick else LBFGS_CASES:
+        for case_dtype in case.dtypes:
+            if dtype is not None and case_dtype != dtype:
+                continue
+            report = run_lbfgs_case(case, case_dtype)
+            bound = " (measured bound, see the case's note)" if case.relaxed[case_dtype] else ""
+            rel, ratio = (f"{report.worst:10.2e}", f"{'-':>10}")
+            if case_dtype == "float32":
+                rel, ratio = f"{'-':>10}", f"{report.worst:10.3f}"
+            echo(f"{case.name:<52} {case_dtype:<8} {rel} {ratio} {'-':>6} {'pass' if report.passed else 'FAIL'}{bound}")
+            results.append((case, case_dtype, report))
+    return results
+
+
+def write_report(results, directory: str, seed_cnn_reports=(), lbfgs_results=()) -> str:
     """Write ``summary.md``, one error-curve PNG per family and the seed CNN's loss curves."""
     import matplotlib
 
@@ -94,16 +115,31 @@ def write_report(results, directory: str, seed_cnn_reports=()) -> str:
                 ax.semilogy(
                     range(1, report.steps + 1), [max(v, 1e-18) for v in values], label=case.name.split("/", 1)[1]
                 )
+            has_curves = bool(ax.lines)
             ax.axhline(1e-12 if dtype == "float64" else 1.0, color="red", linestyle="--")
             ax.set_title(f"{family} {dtype}: " + ("relative error" if dtype == "float64" else "assert_close ratio"))
             ax.set_xlabel("step")
-            if ax.lines:
+            if has_curves:
                 ax.legend(fontsize=6)
         fig.tight_layout()
         image = f"{family}.png"
         fig.savefig(os.path.join(directory, image), dpi=80)
         plt.close(fig)
         lines.append(f"![{family}]({image})")
+    if lbfgs_results:
+        lines += [
+            "",
+            "## LBFGS (closure-driven harness: parity/cases/lbfgs.py)",
+            "",
+            "| case | dtype | steps | worst (float64: rel err; float32: ratio) | bound | verdict |",
+            "|---|---|---|---|---|---|",
+        ]
+        for case, dtype, report in lbfgs_results:
+            bound = "measured, see the case's note" if case.relaxed[dtype] else "contract"
+            lines.append(
+                f"| {case.name} | {dtype} | {case.steps} | {report.worst:.2e} | {bound} | "
+                f"{'pass' if report.passed else 'FAIL'} |"
+            )
     if seed_cnn_reports:
         from parity import seed_cnn
 

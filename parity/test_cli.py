@@ -19,6 +19,7 @@ def test_quick_run_passes_and_writes_report(tmp_path, capsys):
     assert "| sgd/default | float64 |" in summary
     assert (tmp_path / "adam.png").stat().st_size > 1000
     assert "seed_cnn/adam+l2 | float64 | 20 |" in summary
+    assert "| lbfgs/" in summary
     assert (tmp_path / "seed_cnn.png").stat().st_size > 1000
 
 
@@ -31,5 +32,5 @@ def test_filters_select_families_and_dtypes(capsys):
 def test_a_wrong_case_fails_the_run(monkeypatch, capsys):
     wrong = Case("broken/sgd_lr_off", lambda **kw: optax.sgd(0.11), torch.optim.SGD, torch_kwargs=dict(lr=0.1))
     monkeypatch.setattr(report_module, "all_cases", lambda: [wrong])
-    assert cli.main([]) == 1
+    assert cli.main(["--optimizer", "broken"]) == 1
     assert "FAIL" in capsys.readouterr().out
