@@ -456,3 +456,9 @@ def test_rejects_integer_params_and_mismatched_state():
     state = solver.init({"x": jnp.zeros(3)})
     with pytest.raises(ValueError, match="shape"):
         solver.step(lambda p: jnp.sum(p["x"] ** 2), {"x": jnp.zeros(4)}, state)
+
+
+def test_complex_params_are_refused_with_the_path():
+    solver = fo.lbfgs()
+    with pytest.raises(RuntimeError, match=r"does not support complex parameters \(params at \['z'\]"):
+        solver.init({"w": jnp.ones(2), "z": jnp.ones(2, jnp.complex64)})

@@ -257,6 +257,9 @@ def lbfgs(
 
     def init_fn(params: Any) -> LBFGSState:
         _tree.check_float_params(params)
+        # Torch runs LBFGS on real views of complex params; ours flattens with jax.grad's
+        # conjugate convention, which would be silently wrong, so complex is refused for now.
+        _tree.check_real_params(params, "LBFGS (functional_optreg)")
         flat, _ = ravel_pytree(params)
         zero = jnp.zeros([], jnp.int32)
         return LBFGSState(
