@@ -49,3 +49,28 @@ def side_by_side(case, dtype, steps=60):
             ]
             history.append((theirs, jax.tree.map(np.asarray, state), jax.tree.map(np.asarray, params)))
         return history
+
+
+def run_both(torch_class, ours, kwargs, steps=5):
+    """Run ``torch_class`` and ``ours`` in float64 on parameter-independent gradients.
+
+    Returns our state as a dict of NumPy trees, torch's per-parameter state, our final params and
+    torch's tensors (keys ``"b"``, a zero bias, and ``"w"``).
+    """
+    rng = np.random.default_rng(0)
+    start = {"b": np.zeros(3), "w": rng.normal(size=(2, 3))}
+    grads = [{k: rng.normal(size=v.shape) for k, v in start.items()} for _ in range(steps)]
+    tensors = {k: torch.tensor(v, requires_grad=True) for k, v in start.items()}
+    optimizer = torch_class(list(tensors.values()), **kwargs)
+    with jax.enable_x64(True):
+        tx = ours(**kwargs)
+        params = jax.tree.map(jnp.asarray, start)
+        state = tx.init(params)
+        for g in grads:
+            for k, t in tensors.items():
+                t.grad = torch.tensor(g[k])
+            optimizer.step()
+            updates, state = tx.update(jax.tree.map(jnp.asarray, g), state, params)
+            params = optax.apply_updates(params, updates)
+        ours_state = jax.tree.map(np.asarray, state._asdict())
+    return ours_state, {k: optimizer.state[t] for k, t in tensors.items()}, params, tensors

@@ -10,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 import torch
+from state_trajectories import run_both
 
 import functional_optreg as fo
 
@@ -67,26 +68,6 @@ def test_sum_starts_at_initial_accumulator_value():
     assert set(state._fields) == {"step", "sum"}
 
 
-def _run_both(kwargs, steps=5):
-    rng = np.random.default_rng(0)
-    start = {"b": np.zeros(3), "w": rng.normal(size=(2, 3))}
-    grads = [{k: rng.normal(size=v.shape) for k, v in start.items()} for _ in range(steps)]
-    tensors = {k: torch.tensor(v, requires_grad=True) for k, v in start.items()}
-    optimizer = torch.optim.Adagrad(list(tensors.values()), **kwargs)
-    with jax.enable_x64(True):
-        tx = fo.adagrad(**kwargs)
-        params = jax.tree.map(jnp.asarray, start)
-        state = tx.init(params)
-        for g in grads:
-            for k, t in tensors.items():
-                t.grad = torch.tensor(g[k])
-            optimizer.step()
-            updates, state = tx.update(jax.tree.map(jnp.asarray, g), state, params)
-            params = optax.apply_updates(params, updates)
-        ours = jax.tree.map(np.asarray, state._asdict())
-    return ours, {k: optimizer.state[t] for k, t in tensors.items()}, params, tensors
-
-
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -96,7 +77,7 @@ def _run_both(kwargs, steps=5):
     ],
 )
 def test_state_matches_torch_key_by_key(kwargs):
-    ours, theirs, params, tensors = _run_both(kwargs)
+    ours, theirs, params, tensors = run_both(torch.optim.Adagrad, fo.adagrad, kwargs)
     for name, torch_state in theirs.items():
         assert set(ours) == set(torch_state)
         np.testing.assert_allclose(ours["sum"][name], torch_state["sum"].numpy(), rtol=1e-13)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import inspect
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 import torch
+from state_trajectories import run_both
 
 import functional_optreg as fo
 
@@ -39,32 +38,12 @@ def test_validation_messages_match_torch(kwargs, message):
     assert str(ours.value) == str(theirs.value) == message
 
 
-def _run_both(kwargs, steps=5):
-    rng = np.random.default_rng(0)
-    start = {"b": np.zeros(3), "w": rng.normal(size=(2, 3))}
-    grads = [{k: rng.normal(size=v.shape) for k, v in start.items()} for _ in range(steps)]
-    tensors = {k: torch.tensor(v, requires_grad=True) for k, v in start.items()}
-    optimizer = torch.optim.Adamax(list(tensors.values()), **kwargs)
-    with jax.enable_x64(True):
-        tx = fo.adamax(**kwargs)
-        params = jax.tree.map(jnp.asarray, start)
-        state = tx.init(params)
-        for g in grads:
-            for k, t in tensors.items():
-                t.grad = torch.tensor(g[k])
-            optimizer.step()
-            updates, state = tx.update(jax.tree.map(jnp.asarray, g), state, params)
-            params = optax.apply_updates(params, updates)
-        ours = jax.tree.map(np.asarray, state._asdict())
-    return ours, {k: optimizer.state[t] for k, t in tensors.items()}, params, tensors
-
-
 @pytest.mark.parametrize(
     "kwargs",
     [dict(), dict(lr=0.05, betas=(0.3, 0.5), eps=0.5), dict(weight_decay=0.2, maximize=True)],
 )
 def test_state_matches_torch_key_by_key(kwargs):
-    ours, theirs, params, tensors = _run_both(kwargs)
+    ours, theirs, params, tensors = run_both(torch.optim.Adamax, fo.adamax, kwargs)
     for name, torch_state in theirs.items():
         assert set(ours) == set(torch_state)
         for key in ("exp_avg", "exp_inf"):

@@ -10,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 import torch
+from state_trajectories import run_both
 
 import functional_optreg as fo
 
@@ -60,28 +61,6 @@ def test_alpha_above_one_is_accepted_like_torch():
     fo.rmsprop(alpha=1.5)
 
 
-def _run_both(kwargs, steps=4):
-    """Run torch and ours in float64 on parameter-independent gradients; return both states."""
-    rng = np.random.default_rng(0)
-    start = {"b": np.zeros(3), "w": rng.normal(size=(2, 3))}
-    grads = [{k: rng.normal(size=v.shape) for k, v in start.items()} for _ in range(steps)]
-    tensors = {k: torch.tensor(v, requires_grad=True) for k, v in start.items()}
-    optimizer = torch.optim.RMSprop(list(tensors.values()), **kwargs)
-    with jax.enable_x64(True):
-        tx = fo.rmsprop(**kwargs)
-        params = jax.tree.map(jnp.asarray, start)
-        state = tx.init(params)
-        for g in grads:
-            for k, t in tensors.items():
-                t.grad = torch.tensor(g[k])
-            optimizer.step()
-            updates, state = tx.update(jax.tree.map(jnp.asarray, g), state, params)
-            params = optax.apply_updates(params, updates)
-        ours = jax.tree.map(np.asarray, state._asdict())
-    theirs = {k: optimizer.state[t] for k, t in tensors.items()}
-    return ours, theirs, params, tensors
-
-
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -92,7 +71,7 @@ def _run_both(kwargs, steps=4):
     ],
 )
 def test_state_matches_torch_key_by_key(kwargs):
-    ours, theirs, params, tensors = _run_both(kwargs)
+    ours, theirs, params, tensors = run_both(torch.optim.RMSprop, fo.rmsprop, kwargs, steps=4)
     for name, torch_state in theirs.items():
         kept = {key for key, value in ours.items() if value is not None}
         assert kept == set(torch_state)
