@@ -17,6 +17,11 @@ from functional_optreg.checkpoint import save_state as save_state
 from functional_optreg.clipping import ClipGradNormState as ClipGradNormState
 from functional_optreg.clipping import clip_grad_norm as clip_grad_norm
 from functional_optreg.clipping import clip_grad_value as clip_grad_value
+from functional_optreg.grad_scaler import GradScalerState as GradScalerState
+from functional_optreg.grad_scaler import grad_scaler as grad_scaler
+from functional_optreg.grad_scaler import grad_scaler_from_torch as grad_scaler_from_torch
+from functional_optreg.grad_scaler import grad_scaler_state_dict as grad_scaler_state_dict
+from functional_optreg.grad_scaler import scale_loss as scale_loss
 from functional_optreg.groups import is_bias_or_norm as is_bias_or_norm
 from functional_optreg.groups import no_decay_on_bias_and_norm as no_decay_on_bias_and_norm
 from functional_optreg.groups import param_groups as param_groups
