@@ -7,7 +7,7 @@ contract:
 
 * float64 — the semantic check: every step's relative error (per leaf, the largest absolute
   difference divided by the largest absolute torch value, maximised over leaves) is at most
-  ``1e-12``.
+  ``1e-12``, with NaN (and each infinity) where torch has it and only there.
 * float32 — the user's check: every element of every step satisfies torch's
   ``assert_close`` defaults, ``|ours − torch| <= 1e-5 + 1.3e-6·|torch|``.
 
@@ -46,6 +46,15 @@ FLOAT32_ATOL = 1e-5
 
 GradientFn = Callable[[int, Sequence[np.ndarray]], Sequence[np.ndarray]]
 """``gradient(step, leaves) -> grads``: a NumPy function of the current parameter leaves."""
+
+BeforeStep = Callable[[int, Any, Any], Any]
+"""``before_step(step, torch_optimizer, state) -> state``: a mid-run event applied to both sides
+before the 0-based step ``step`` (change a hyperparameter, restore a checkpoint, hand the state
+over); it returns our (possibly new) state."""
+
+StatePairs = Callable[[Any, Any], Sequence[tuple[np.ndarray, np.ndarray]]]
+"""``state_pairs(torch_optimizer, state) -> [(ours, torch), ...]``: the optimizer state of both
+sides as matching NumPy arrays, compared after every step like the parameters."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +107,8 @@ class ParityReport:
     Attributes:
       name: a label for the configuration.
       dtype: ``"float64"`` or ``"float32"``.
-      relative_errors: per step, the largest leaf-wise relative error (see module docstring).
+      relative_errors: per step, the largest leaf-wise relative error (see module docstring), over
+        the parameters and the state given by ``state_pairs``.
       closeness: per step, the largest ``|ours − torch| / (atol + rtol·|torch|)`` with the float32
         contract's tolerances; ``<= 1`` means ``assert_close`` passes at that step.
       losses: per step, ``(torch, ours)`` losses when a :class:`LossPair` drove the run.
@@ -191,22 +201,44 @@ class ParityReport:
         plt.close(fig)
 
 
+def _agreeing(ours: np.ndarray, theirs: np.ndarray) -> np.ndarray | None:
+    """Where the two sides agree exactly (equal values, equal infinities, NaN on both sides);
+    ``None`` when the NaN patterns differ, which no tolerance excuses."""
+    if not np.array_equal(np.isnan(ours), np.isnan(theirs)):
+        return None
+    return (ours == theirs) | np.isnan(theirs)
+
+
 def _relative_error(ours: np.ndarray, theirs: np.ndarray) -> float:
-    scale = float(np.max(np.abs(theirs), initial=0.0))
-    diff = float(np.max(np.abs(ours.astype(np.float64) - theirs.astype(np.float64)), initial=0.0))
-    if diff == 0.0:
+    """The largest ``|ours − torch|`` over the largest finite ``|torch|``; elements equal on both
+    sides (including equal infinities and NaN on both sides) count as 0, a NaN on one side only
+    or an infinity against anything else as ``inf``."""
+    ours64, theirs64 = ours.astype(np.float64), theirs.astype(np.float64)
+    agreeing = _agreeing(ours64, theirs64)
+    if agreeing is None:
+        return float("inf")
+    if np.all(agreeing):
         return 0.0
-    return diff / scale if scale > 0 else float("inf")
+    diff = float(np.max(np.abs(ours64[~agreeing] - theirs64[~agreeing])))
+    finite = np.abs(theirs64[np.isfinite(theirs64)])
+    scale = float(np.max(finite, initial=0.0))
+    return diff / scale if scale > 0 and np.isfinite(diff) else float("inf")
 
 
 def _closeness(ours: np.ndarray, theirs: np.ndarray) -> float:
+    """The largest ``|ours − torch| / (atol + rtol·|torch|)`` over elements that differ; ``inf``
+    where the NaN patterns differ or an infinity meets anything but the same infinity."""
     ours64, theirs64 = ours.astype(np.float64), theirs.astype(np.float64)
-    allowed = FLOAT32_ATOL + FLOAT32_RTOL * np.abs(theirs64)
-    mismatch = np.abs(ours64 - theirs64)
-    if not np.all(np.isfinite(ours64) == np.isfinite(theirs64)):
+    agreeing = _agreeing(ours64, theirs64)
+    if agreeing is None:
         return float("inf")
-    finite = np.isfinite(theirs64)
-    return float(np.max(mismatch[finite] / allowed[finite], initial=0.0))
+    if np.all(agreeing):
+        return 0.0
+    ours64, theirs64 = ours64[~agreeing], theirs64[~agreeing]
+    if not (np.all(np.isfinite(ours64)) and np.all(np.isfinite(theirs64))):
+        return float("inf")
+    allowed = FLOAT32_ATOL + FLOAT32_RTOL * np.abs(theirs64)
+    return float(np.max(np.abs(ours64 - theirs64) / allowed))
 
 
 def compare(
@@ -219,6 +251,8 @@ def compare(
     dtype: str = "float64",
     torch_scheduler: Callable[[Any], Any] | None = None,
     metric: Callable[[int, Sequence[np.ndarray]], float] | None = None,
+    before_step: BeforeStep | None = None,
+    state_pairs: StatePairs | None = None,
     name: str = "case",
 ) -> ParityReport:
     """Run torch and ``transform`` side by side for ``steps`` steps and compare every step.
@@ -237,6 +271,9 @@ def compare(
       metric: ``metric(step, leaves)`` of the parameters *before* the step. Torch calls
         ``scheduler.step(metric)`` after ``optimizer.step()``; ours receives it as the
         ``value=`` extra argument of the same update (ReduceLROnPlateau's protocol).
+      before_step: a mid-run event (see :data:`BeforeStep`), called before every step.
+      state_pairs: the state of both sides to compare after every step (see
+        :data:`StatePairs`); its errors count in the report like the parameters'.
       name: a label for the report.
 
     Returns:
@@ -247,10 +284,34 @@ def compare(
     if steps < 1:
         raise ValueError(f"steps must be positive, got {steps}")
     with jax.enable_x64(dtype == "float64"):
-        return _run(torch_optimizer, transform, params, gradient, steps, dtype, torch_scheduler, metric, name)
+        return _run(
+            torch_optimizer,
+            transform,
+            params,
+            gradient,
+            steps,
+            dtype,
+            torch_scheduler,
+            metric,
+            before_step,
+            state_pairs,
+            name,
+        )
 
 
-def _run(torch_optimizer, transform, params, gradient, steps, dtype, torch_scheduler, metric, name):
+def _run(
+    torch_optimizer,
+    transform,
+    params,
+    gradient,
+    steps,
+    dtype,
+    torch_scheduler,
+    metric,
+    before_step,
+    state_pairs,
+    name,
+):
     import torch
 
     np_dtype = np.dtype(dtype)
@@ -277,6 +338,8 @@ def _run(torch_optimizer, transform, params, gradient, steps, dtype, torch_sched
 
     relative_errors, closeness, losses = [], [], []
     for step in range(steps):
+        if before_step is not None:
+            state = before_step(step, optimizer, state)
         torch_leaves = [t.detach().numpy().copy() for t in tensors]
         ours_leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(jax_params)]
         optimizer.zero_grad()
@@ -302,10 +365,13 @@ def _run(torch_optimizer, transform, params, gradient, steps, dtype, torch_sched
                 scheduler.step()
         jax_params, state = jax_step(jax_params, state, grads, extra)
 
-        theirs = [t.detach().numpy() for t in tensors]
-        ours = [np.asarray(leaf) for leaf in jax.tree.leaves(jax_params)]
-        relative_errors.append(max((_relative_error(o, t) for o, t in zip(ours, theirs)), default=0.0))
-        closeness.append(max((_closeness(o, t) for o, t in zip(ours, theirs)), default=0.0))
+        pairs = list(
+            zip([np.asarray(leaf) for leaf in jax.tree.leaves(jax_params)], [t.detach().numpy() for t in tensors])
+        )
+        if state_pairs is not None:
+            pairs += state_pairs(optimizer, state)
+        relative_errors.append(max((_relative_error(o, t) for o, t in pairs), default=0.0))
+        closeness.append(max((_closeness(o, t) for o, t in pairs), default=0.0))
 
     return ParityReport(
         name=name,

@@ -47,6 +47,7 @@ class Case:
       params: builds the initial parameters.
       gradient: builds the gradient stream from the initial parameters (default: quadratic).
       metric: passed to :func:`functional_optreg.verify.compare` (ReduceLROnPlateau cases).
+      before_step: a mid-run event for both sides (see :data:`functional_optreg.verify.BeforeStep`).
       steps: number of steps (at least 50 by the contract).
       dtypes: which dtypes to run.
       property_tests: whether the generic transform tests (jit, dtypes, chaining) use this case.
@@ -62,6 +63,7 @@ class Case:
     params: Callable[[], Any] = default_params
     gradient: Callable[[Any], Any] | None = None
     metric: Callable[[int, Any], float] | None = None
+    before_step: verify.BeforeStep | None = None
     steps: int = DEFAULT_STEPS
     dtypes: tuple[str, ...] = DTYPES
     property_tests: bool = True
@@ -89,5 +91,6 @@ def run_case(case: Case, dtype: str) -> verify.ParityReport:
         dtype=dtype,
         torch_scheduler=case.torch_scheduler,
         metric=case.metric,
+        before_step=case.before_step,
         name=case.name,
     )

@@ -28,7 +28,7 @@ def adadelta(
     lr: ScalarOrSchedule = 1.0,
     rho: Any = 0.9,
     eps: Any = 1e-6,
-    weight_decay: Any = 0,
+    weight_decay: Any = 0.0,
     foreach: bool | None = None,
     *,
     capturable: bool = False,

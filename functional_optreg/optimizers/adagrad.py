@@ -25,9 +25,9 @@ class AdagradState(NamedTuple):
 
 def adagrad(
     lr: ScalarOrSchedule = 1e-2,
-    lr_decay: Any = 0,
-    weight_decay: Any = 0,
-    initial_accumulator_value: Any = 0,
+    lr_decay: Any = 0.0,
+    weight_decay: Any = 0.0,
+    initial_accumulator_value: Any = 0.0,
     eps: Any = 1e-10,
     foreach: bool | None = None,
     *,

@@ -29,7 +29,7 @@ def adam(
     lr: ScalarOrSchedule = 1e-3,
     betas: tuple[Any, Any] = (0.9, 0.999),
     eps: Any = 1e-8,
-    weight_decay: Any = 0,
+    weight_decay: Any = 0.0,
     amsgrad: bool = False,
     *,
     foreach: bool | None = None,

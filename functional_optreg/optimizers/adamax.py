@@ -28,7 +28,7 @@ def adamax(
     lr: ScalarOrSchedule = 2e-3,
     betas: tuple[Any, Any] = (0.9, 0.999),
     eps: Any = 1e-8,
-    weight_decay: Any = 0,
+    weight_decay: Any = 0.0,
     foreach: bool | None = None,
     *,
     maximize: bool = False,

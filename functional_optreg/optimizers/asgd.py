@@ -34,7 +34,7 @@ def asgd(
     lambd: Any = 1e-4,
     alpha: Any = 0.75,
     t0: Any = 1e6,
-    weight_decay: Any = 0,
+    weight_decay: Any = 0.0,
     foreach: bool | None = None,
     maximize: bool = False,
     differentiable: bool = False,

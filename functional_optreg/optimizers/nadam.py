@@ -35,7 +35,7 @@ def nadam(
     lr: ScalarOrSchedule = 2e-3,
     betas: tuple[Any, Any] = (0.9, 0.999),
     eps: Any = 1e-8,
-    weight_decay: Any = 0,
+    weight_decay: Any = 0.0,
     momentum_decay: Any = 4e-3,
     decoupled_weight_decay: bool = False,
     *,

@@ -68,7 +68,7 @@ def radam(
     lr: ScalarOrSchedule = 1e-3,
     betas: tuple[Any, Any] = (0.9, 0.999),
     eps: Any = 1e-8,
-    weight_decay: Any = 0,
+    weight_decay: Any = 0.0,
     decoupled_weight_decay: bool = False,
     *,
     foreach: bool | None = None,

@@ -68,7 +68,9 @@ def rprop(
       the sign test is on the product ``g * prev`` (an underflow to zero counts as no sign);
       ``lr`` only initialises ``step_size``, so a learning-rate schedule has no effect after the
       first update (torch's schedulers change ``group["lr"]``, which Rprop never reads again);
-      the clamp applies the minimum first, so ``step_sizes`` with min > max give max.
+      the clamp applies the minimum first, so ``step_sizes`` with min > max give max; a NaN
+      gradient element has sign 0 (``torch.sign(nan) == 0``): its parameter and step size stay
+      put and it is stored in ``prev``, where it again counts as no sign on the next update.
 
     Example:
       >>> import jax.numpy as jnp, optax, functional_optreg as fo
@@ -103,15 +105,19 @@ def rprop(
 
         def leaf(g, prev, step_size):
             g = -g if maximize else g
-            sign = jnp.sign(g * prev)
-            factor = jnp.where(sign > 0, etaplus, jnp.where(sign < 0, etaminus, jnp.where(sign == 0, 1, sign))).astype(
-                step_size.dtype
-            )
+            sign = _torch_sign(g * prev)
+            factor = jnp.where(sign > 0, etaplus, jnp.where(sign < 0, etaminus, 1)).astype(step_size.dtype)
             step_size = jnp.minimum(jnp.maximum(step_size * factor, step_size_min), step_size_max)
             g = jnp.where(factor == etaminus, jnp.zeros_like(g), g)
-            return -jnp.sign(g) * step_size, g, step_size
+            return -_torch_sign(g) * step_size, g, step_size
 
         updates, prev, step_size = _common.map_leaves(leaf, grads, state.prev, state.step_size)
         return updates, RpropState(_scalars.increment(state.step), prev, step_size)
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _torch_sign(x: jax.Array) -> jax.Array:
+    """``torch.sign``: like ``jnp.sign`` but 0 for NaN, so a NaN gradient element neither moves
+    its parameter nor changes its step size (``jnp.sign(nan)`` is NaN and would poison both)."""
+    return jnp.where(jnp.isnan(x), jnp.zeros_like(x), jnp.sign(x))

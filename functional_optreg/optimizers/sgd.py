@@ -17,18 +17,26 @@ class SGDState(NamedTuple):
     """State of :func:`sgd`; fields follow torch's state keys.
 
     ``step`` counts completed updates (torch keeps no SGD step; we need it for schedules and the
-    first-step rule). ``momentum_buffer`` is ``None`` when ``momentum == 0``, as in torch.
+    first-step rule). ``momentum_buffer`` is ``None`` when ``momentum`` is a Python zero, as in
+    torch.
+
+    ``momentum_buffer_set`` is ``None`` unless ``momentum`` is a JAX scalar (as under
+    ``optax.inject_hyperparams``, where ``fo.set_hyperparams`` may switch momentum on or off
+    mid-run). Then the buffer is always kept and this boolean scalar says whether torch's buffer
+    exists yet: torch creates it (as a copy of the gradient) at the first update whose momentum
+    is non-zero, keeps it unchanged while momentum is zero, and resumes from it afterwards.
     """
 
     step: jax.Array
     momentum_buffer: Any
+    momentum_buffer_set: Any = None
 
 
 def sgd(
     lr: ScalarOrSchedule = 1e-3,
-    momentum: Any = 0,
-    dampening: Any = 0,
-    weight_decay: Any = 0,
+    momentum: Any = 0.0,
+    dampening: Any = 0.0,
+    weight_decay: Any = 0.0,
     nesterov: bool = False,
     *,
     maximize: bool = False,
@@ -50,7 +58,9 @@ def sgd(
     Args:
       lr: learning rate :math:`\gamma`, a float, a JAX scalar or a schedule of the update count.
       momentum: momentum factor :math:`\mu`; a schedule makes it cycle (CyclicLR / OneCycleLR's
-        ``cycle_momentum``).
+        ``cycle_momentum``). A JAX scalar (``optax.inject_hyperparams``) may be switched on and off
+        between updates as torch's ``group["momentum"]`` can: the buffer starts as the gradient of
+        the first update with non-zero momentum and is frozen while momentum is zero.
       dampening: dampening :math:`\tau` of the momentum.
       weight_decay: coupled L2 weight decay :math:`\lambda` (added to the gradient).
       nesterov: use Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
@@ -80,14 +90,18 @@ def sgd(
     _validation.check_weight_decay(weight_decay)
     _validation.check_implementation_flags(foreach=foreach, fused=fused, differentiable=differentiable)
     use_momentum = not _scalars.is_zero(momentum)
+    # A JAX scalar momentum can be changed between updates (``fo.set_hyperparams``), even to or
+    # from zero, so it always keeps a buffer and tracks whether torch's buffer exists yet.
+    switchable = isinstance(momentum, jax.Array)
     if nesterov and (_scalars.is_zero(momentum) or _scalars.is_known_nonzero(dampening)):
         raise ValueError("Nesterov momentum requires a momentum and zero dampening")
     use_weight_decay = not _scalars.is_zero(weight_decay)
 
     def init_fn(params):
         _tree.check_float_params(params)
-        buffers = _common.zeros_like_tree(params) if use_momentum else None
-        return SGDState(step=_scalars.zero_step(), momentum_buffer=buffers)
+        buffers = _common.zeros_like_tree(params) if use_momentum or switchable else None
+        buffer_set = jnp.zeros([], bool) if switchable else None
+        return SGDState(step=_scalars.zero_step(), momentum_buffer=buffers, momentum_buffer_set=buffer_set)
 
     def update_fn(grads, state, params=None):
         reference = grads if state.momentum_buffer is None else state.momentum_buffer
@@ -96,22 +110,30 @@ def sgd(
             _tree.require_params(params, "sgd", "weight_decay")
         lr_t = _scalars.value_at(lr, state.step)
         momentum_t = _scalars.value_at(momentum, state.step)
-        is_first_step = state.step == 0
-
         # The state, not the hyperparameter, decides: under optax.inject_hyperparams ``init`` sees
         # a concrete momentum and ``update`` a traced one.
         has_buffers = state.momentum_buffer is not None
+        if state.momentum_buffer_set is None:
+            is_first_step = state.step == 0
+            active = True
+            buffer_set = None
+        else:
+            is_first_step = jnp.logical_not(state.momentum_buffer_set)
+            active = momentum_t != 0
+            buffer_set = jnp.logical_or(state.momentum_buffer_set, active)
 
         def leaf(g, p, buf):
             d_p = -g if maximize else g
             if use_weight_decay:
                 d_p = d_p + weight_decay * p
             if has_buffers:
-                buf = jnp.where(is_first_step, d_p, momentum_t * buf + (1 - dampening) * d_p)
-                d_p = d_p + momentum_t * buf if nesterov else buf
+                new_buf = jnp.where(is_first_step, d_p, momentum_t * buf + (1 - dampening) * d_p)
+                momentum_d_p = d_p + momentum_t * new_buf if nesterov else new_buf
+                buf = jnp.where(active, new_buf, buf)
+                d_p = jnp.where(active, momentum_d_p, d_p)
             return -lr_t * d_p, buf
 
         updates, buffers = _common.map_leaves(leaf, grads, params, state.momentum_buffer)
-        return updates, SGDState(step=_scalars.increment(state.step), momentum_buffer=buffers)
+        return updates, SGDState(_scalars.increment(state.step), buffers, buffer_set)
 
     return optax.GradientTransformation(init_fn, update_fn)

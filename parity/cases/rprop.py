@@ -2,12 +2,14 @@
 
 Rprop has no weight decay. ``lr`` only initialises the step sizes, so ``lr_schedule`` checks that
 a schedule changes nothing after the first update (torch's scheduler changes a value Rprop no
-longer reads).
+longer reads). ``nan_gradient_elements``: ``torch.sign(nan)`` is 0, so a NaN gradient element
+neither moves its parameter nor its step size, and the NaN stored in ``prev`` is harmless.
 """
 
 import torch
 
 import functional_optreg as fo
+from parity import streams
 from parity.case import Case
 from parity.schedules_for_cases import exponential_lr
 
@@ -52,5 +54,12 @@ CASES = [
         ours_kwargs=dict(lr=_schedule),
         torch_kwargs=dict(lr=0.05),
         torch_scheduler=_torch_scheduler,
+    ),
+    Case(
+        "rprop/nan_gradient_elements",
+        fo.rprop,
+        torch.optim.Rprop,
+        dict(lr=0.01),
+        gradient=lambda params: streams.nan_elements(params, steps=(1, 2, 7, 30), leaf=2, index=3),
     ),
 ]
