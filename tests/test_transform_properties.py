@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import gradients_like, small_params
+from conftest import gradients_like, representative_cases, small_params
 
 
 def _run_steps(tx, params, steps=3, jit=True):
@@ -117,3 +117,31 @@ def test_integer_params_are_rejected(case):
     tx = case.make_transform()
     with pytest.raises(TypeError, match=r"\['steps'\].*int32"):
         tx.init({"w": jnp.ones(3), "steps": jnp.arange(3, dtype=jnp.int32)})
+
+
+OPTIMIZER_CASES = [
+    case for case in representative_cases() if case.ours.__module__.startswith("functional_optreg.optim")
+]
+NEEDS_PARAMS = {"adafactor"}
+"""Families whose every update needs the parameters (Adafactor's relative step size)."""
+
+
+def _dtype_mismatch_cases(with_params):
+    for case in OPTIMIZER_CASES:
+        if with_params or case.family not in NEEDS_PARAMS:
+            yield pytest.param(case, with_params, id=f"{case.family}-{'params' if with_params else 'no_params'}")
+
+
+@pytest.mark.parametrize("case, with_params", [*_dtype_mismatch_cases(True), *_dtype_mismatch_cases(False)])
+def test_grads_of_another_dtype_name_the_path(case, with_params):
+    """Torch refuses a float32 gradient for a float64 parameter; so do we, naming the path,
+    instead of silently computing the state in float32 (without params, the state's dtype is
+    the reference)."""
+    with jax.enable_x64(True):
+        tx = case.make_transform()
+        params = small_params(np.float64)
+        state = tx.init(params)
+        grads = gradients_like(params)
+        grads["dense"]["kernel"] = grads["dense"]["kernel"].astype(jnp.float32)
+        with pytest.raises(TypeError, match=r"\['dense'\]\['kernel'\] have dtype float32.*float64"):
+            tx.update(grads, state, params if with_params else None)

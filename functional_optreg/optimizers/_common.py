@@ -18,6 +18,30 @@ def check_update_inputs(name: str, grads: Any, state_like_params: Any, params: A
     _tree.check_same_structure("the optimizer state", state_like_params, "grads", grads)
     if params is not None:
         _tree.check_same_structure("grads", grads, "params", params)
+        check_grad_dtypes(grads, params, "params")
+    elif state_like_params is not grads:
+        check_grad_dtypes(grads, state_like_params, "the optimizer state")
+
+
+def check_grad_dtypes(grads: Any, reference: Any, reference_name: str) -> None:
+    """Raise ``TypeError`` naming the first path where a gradient's dtype differs from the
+    parameter's (or, without params, the per-parameter state's, which has the parameter's dtype).
+
+    Torch refuses such a gradient (``"assigned grad has data of a different type"``); computing
+    with it would silently change the state's dtype. Python scalars and weakly typed arrays take
+    the parameter's dtype and are accepted.
+    """
+    flat_grads, _ = jax.tree_util.tree_flatten_with_path(grads)
+    for (path, g), ref in zip(flat_grads, jax.tree.leaves(reference)):
+        if not hasattr(g, "dtype") or getattr(g, "weak_type", False) or not hasattr(ref, "dtype"):
+            continue
+        if jnp.dtype(g.dtype) != jnp.dtype(ref.dtype):
+            where = jax.tree_util.keystr(path) or "<root>"
+            raise TypeError(
+                f"grads at {where} have dtype {jnp.dtype(g.dtype)}, but {reference_name} at that path has dtype "
+                f"{jnp.dtype(ref.dtype)}: torch refuses such a gradient (assigned grad has data of a "
+                "different type). Cast the gradient to the parameter's dtype."
+            )
 
 
 def _filled_like(p: Any, value: Any) -> jax.Array:
