@@ -406,7 +406,10 @@ def run_resume(config: Config, two_groups: bool, layout: Layout) -> tuple[list[f
             reference.step(step)
 
         tx, state = torch_bridge.from_torch(
-            reference.optimizer, reference.scheduler, params=layout.bridge_params(order, reference.tensors)
+            reference.optimizer,
+            reference.scheduler,
+            steps_per_epoch=None if reference.scheduler is None else 1,
+            params=layout.bridge_params(order, reference.tensors),
         )
         _compare_values(torch_bridge.to_torch_state_dict(tx, state), _optimizer_state(reference.optimizer), "converted")
         if reference.scheduler is not None:

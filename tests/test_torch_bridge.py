@@ -255,7 +255,8 @@ def test_schedule_continues_from_the_scheduler_epoch():
     for _ in range(4):
         _step(optimizer, 1)
         scheduler.step()
-    tx, state = fo.from_torch(optimizer, scheduler)
+    tx, state = fo.from_torch(optimizer, scheduler, steps_per_epoch=1)
+    assert int(state.step) == 4
     lrs = []
     params = [jnp.zeros(2)]
     for _ in range(3):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import types
 import warnings
 from collections.abc import Mapping, Sequence
@@ -11,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from functional_optreg.torch_bridge import _lbfgs, _schedulers, _state, _torch
+from functional_optreg.torch_bridge import _clock, _lbfgs, _schedulers, _state, _torch
 from functional_optreg.torch_bridge._adapters import ADAPTERS, adapter_for, factory_kwargs
 from functional_optreg.torch_bridge._layout import Layout, NameMapping, list_layout, tree_layout
 from functional_optreg.torch_bridge._spec import GroupSpec, TorchOptimizerSpec, bridged_transform, spec_of
@@ -112,6 +113,8 @@ def from_torch(
     optimizer: Any,
     scheduler: Any = None,
     *,
+    steps_per_epoch: int | None = None,
+    update_count: int | None = None,
     params: tuple[Any, NameMapping] | None = None,
     module: Any = None,
 ) -> tuple[Any, Any]:
@@ -120,8 +123,19 @@ def from_torch(
     Args:
       optimizer: an instance of one of torch.optim's fifteen optimizer classes (not a subclass).
       scheduler: an optional ``torch.optim.lr_scheduler`` scheduler of ``optimizer``; the returned
-        transform's learning rate continues from the scheduler's current epoch, assuming
-        ``scheduler.step()`` follows every ``optimizer.step()``.
+        transform's learning rate continues from the scheduler's current epoch, stepping it as
+        the loop does (``steps_per_epoch``).
+      steps_per_epoch: optimizer updates per ``scheduler.step()``: ``1`` when ``scheduler.step()``
+        follows every ``optimizer.step()``, ``len(loader)`` when it is stepped once per epoch;
+        epochs start at multiples of it. ``None`` infers it from the scheduler's ``last_epoch``
+        ``E`` and the update count ``c₀`` torch keeps: the only ``k`` with ``c₀ // k == E``
+        (``E == c₀``: per update); where torch keeps no count (SGD, Muon, LBFGS), nothing has run
+        yet, or several ``k`` fit, ``from_torch`` refuses and asks for it.
+      update_count: the number of ``optimizer.step()`` calls so far, for the optimizers whose
+        state holds no count (SGD, Muon, LBFGS); it must agree with torch's count where there is
+        one. Without it, such a count is derived from the scheduler (``last_epoch ·
+        steps_per_epoch``, i.e. conversion at an epoch's end), or, without a scheduler, is 1 once
+        torch holds state and 0 before.
       params: ``None`` — the parameters are a list of arrays in torch's order (groups
         concatenated), the state's per-parameter trees are such lists; or ``(tree, mapping)`` —
         a JAX parameter tree and a mapping (dict or function) from torch parameter names
@@ -133,13 +147,15 @@ def from_torch(
 
     Returns:
       ``(transform, state)``: a :class:`TorchTransformation` (``optax.multi_transform`` over
-      groups labelled ``0, 1, ...`` when there are several) and its state, equal to torch's. For
+      groups labelled ``0, 1, ...`` when there are several) and its state, equal to torch's, whose
+      ``step`` is the update count (see ``update_count``). For
       ``torch.optim.LBFGS``, ``(solver, state)`` with the :class:`TorchSolver` of
       :func:`functional_optreg.lbfgs`.
 
     Raises:
       TypeError: for a class the bridge does not know (a custom subclass included).
-      ValueError: for state or hyperparameters it cannot represent, naming them.
+      ValueError: for state or hyperparameters it cannot represent, naming them; when the
+        scheduler's rate cannot be told (see ``steps_per_epoch``).
 
     Example:
       >>> import jax.numpy as jnp, torch, functional_optreg as fo
@@ -167,14 +183,23 @@ def from_torch(
         first += len(group["params"])
     groups = tuple(group_list)
     torch_state = optimizer.state_dict()["state"]
-    if adapter.torch_name == "LBFGS":
-        return _lbfgs.from_torch(adapter, optimizer, scheduler, groups, layout, tree, torch_state)
-
-    starts = []
-    for group in groups:
-        indices = layout.indices_in_leaf_order(group.param_ids)
-        starts.append(_state.torch_step(adapter, [torch_state.get(i, {}) for i in indices], layout, indices))
     converted = None if scheduler is None else _schedulers.convert(scheduler, optimizer, adapter)
+    torch_counts, has_state = _torch_counts(adapter, groups, layout, torch_state)
+    clock = _clock.resolve(
+        adapter.torch_name,
+        torch_counts,
+        has_state,
+        None if converted is None else converted.name,
+        None if converted is None else converted.epoch,
+        steps_per_epoch,
+        update_count,
+    )
+    if converted is not None:
+        converted = dataclasses.replace(converted, steps_per_epoch=clock.steps_per_epoch)
+    if adapter.torch_name == "LBFGS":
+        return _lbfgs.from_torch(adapter, converted, clock.counts[0], groups, layout, tree, torch_state)
+
+    starts = list(clock.counts)
     factory = adapter.load_factory()
     transforms = []
     for g, group in enumerate(groups):
@@ -207,6 +232,22 @@ def from_torch(
         )
         filled.append(optimizer_state if converted is None else converted.join(group_template, optimizer_state))
     return tx, _assemble(spec, filled)
+
+
+def _torch_counts(
+    adapter: Any, groups: Sequence[GroupSpec], layout: Layout, torch_state: Mapping[int, Any]
+) -> tuple[list[int | None], list[bool]]:
+    """Per group: the update count torch keeps (``None`` if none) and whether it holds state."""
+    if adapter.torch_name == "LBFGS":
+        return [None], [bool(torch_state.get(0))]
+    counts: list[int | None] = []
+    has_state = []
+    for group in groups:
+        indices = layout.indices_in_leaf_order(group.param_ids)
+        states = [torch_state.get(i, {}) for i in indices]
+        counts.append(_state.torch_step(adapter, states, layout, indices))
+        has_state.append(any(bool(state) for state in states))
+    return counts, has_state
 
 
 def _assemble(spec: TorchOptimizerSpec, group_states: Sequence[Any]) -> Any:
@@ -261,7 +302,7 @@ def to_torch_state_dict(transform: Any, state: Any) -> dict[str, Any]:
         per_param.update(_state.state_to_torch(adapter, optimizer_states[g], structures[g], indices, spec.layout))
         hyperparams = dict(group.hyperparams)
         if spec.scheduler is not None:
-            elapsed = int(optimizer_states[g].step) - spec.start_steps[g]
+            elapsed = spec.scheduler.epochs_since(spec.start_steps[g], int(optimizer_states[g].step))
             hyperparams.update(spec.scheduler.current(g, elapsed, hyperparams, group_states[g]))
         packed = {key: torch.tensor(value) if key in group.tensor_keys else value for key, value in hyperparams.items()}
         packed["params"] = list(group.param_ids)
@@ -294,9 +335,11 @@ def to_torch_scheduler_state_dict(transform: Any, state: Any) -> dict[str, Any]:
     if spec.optimizer == "LBFGS":
         return _lbfgs.to_torch_scheduler_state_dict(spec, state)
     group_states, optimizer_states = _optimizer_states(spec, state)
-    elapsed = int(optimizer_states[0].step) - spec.start_steps[0]
+    elapsed = spec.scheduler.epochs_since(spec.start_steps[0], int(optimizer_states[0].step))
     lrs = [
-        spec.scheduler.current(g, int(s.step) - spec.start_steps[g], dict(group.hyperparams), gs)["lr"]
+        spec.scheduler.current(
+            g, spec.scheduler.epochs_since(spec.start_steps[g], int(s.step)), dict(group.hyperparams), gs
+        )["lr"]
         for g, (group, s, gs) in enumerate(zip(spec.groups, optimizer_states, group_states))
     ]
     return spec.scheduler.state_dict(elapsed, lrs, group_states)

@@ -16,7 +16,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from functional_optreg.torch_bridge import _schedulers, _torch
+from functional_optreg.torch_bridge import _torch
 from functional_optreg.torch_bridge._adapters import Adapter, factory_kwargs
 from functional_optreg.torch_bridge._layout import Layout
 from functional_optreg.torch_bridge._spec import GroupSpec, TorchOptimizerSpec, bridged_solver
@@ -58,8 +58,8 @@ def flat_to_torch(layout: Layout, vector: np.ndarray) -> np.ndarray:
 
 def from_torch(
     adapter: Adapter,
-    optimizer: Any,
-    scheduler: Any,
+    converted: Any,
+    start: int,
     groups: Sequence[GroupSpec],
     layout: Layout,
     tree: Any,
@@ -74,8 +74,6 @@ def from_torch(
         raise ValueError(
             f"torch.optim.LBFGS state has the key(s) {unknown}, which functional_optreg.lbfgs does not know."
         )
-    start = 1 if state else 0
-    converted = None if scheduler is None else _schedulers.convert(scheduler, optimizer, adapter)
     overrides = {} if converted is None else converted.overrides(0, start, group.hyperparams)
     factory = adapter.load_factory()
     solver = factory(**factory_kwargs(adapter, factory, group.hyperparams, overrides))
@@ -131,7 +129,8 @@ def to_torch_state_dict(spec: TorchOptimizerSpec, state: Any) -> dict:
     (group,) = spec.groups
     hyperparams = dict(group.hyperparams)
     if spec.scheduler is not None:
-        hyperparams.update(spec.scheduler.current(0, int(state.step) - spec.start_steps[0], hyperparams, state))
+        elapsed = spec.scheduler.epochs_since(spec.start_steps[0], int(state.step))
+        hyperparams.update(spec.scheduler.current(0, elapsed, hyperparams, state))
     torch = _torch.torch_module()
     packed = {key: torch.tensor(value) if key in group.tensor_keys else value for key, value in hyperparams.items()}
     packed["params"] = list(group.param_ids)
@@ -165,6 +164,6 @@ def _state_to_torch(layout: Layout, state: Any) -> dict:
 
 
 def to_torch_scheduler_state_dict(spec: TorchOptimizerSpec, state: Any) -> dict:
-    elapsed = int(state.step) - spec.start_steps[0]
+    elapsed = spec.scheduler.epochs_since(spec.start_steps[0], int(state.step))
     lr = spec.scheduler.current(0, elapsed, dict(spec.groups[0].hyperparams), state)["lr"]
     return spec.scheduler.state_dict(elapsed, [lr], [state])

@@ -2,12 +2,12 @@
 
 Each torch scheduler becomes, per param group, the :mod:`functional_optreg.schedules` schedule
 built from the scheduler's arguments (read from its attributes) and the group's base lr. Our
-optimizers read ``lr`` at their own update count, so the schedule is shifted: the update counted
-``c`` uses torch's epoch ``last_epoch + (c − c₀)``, where ``c₀`` is the group's count at
-conversion. ``ReduceLROnPlateau`` becomes ``fo.reduce_lr_on_plateau`` chained after each group's
-optimizer, its counters taken from torch.
-
-The assumption: ``scheduler.step()`` follows every ``optimizer.step()`` (one epoch per update).
+optimizers read ``lr`` at their own update count, so the schedule is shifted: with ``k`` updates
+per scheduler step (:mod:`._clock`), the update counted ``c`` uses torch's epoch
+``last_epoch + ⌊c/k⌋ − ⌊c₀/k⌋``, where ``c₀`` is the group's count at conversion (``k = 1``:
+``last_epoch + (c − c₀)``). ``ReduceLROnPlateau`` becomes ``fo.reduce_lr_on_plateau`` chained
+after each group's optimizer, its counters taken from torch; it decides only on the updates that
+receive a metric (``value=``), so it follows a per-update or a per-epoch loop alike.
 """
 
 from __future__ import annotations
@@ -25,21 +25,29 @@ import optax
 
 from functional_optreg.torch_bridge import _scheduler_state, _torch
 
-_LR_RTOL = 1e-10
-"""How closely torch's current lr must match the converted schedule at the current epoch."""
+_LR_RTOL = {"float64": 1e-10, "float32": 1e-5}
+"""How closely torch's current lr must match the converted schedule at the current epoch, by the
+dtype our schedules compute in: torch's lr is a float64 recursion, ours a closed form; in float32
+each operation rounds by up to 2⁻²⁴ ≈ 6e-8, and 1e-5 leaves room for ~100 of them (a hand-set lr
+differs far more), in float64 1e-10 for the same count of 2⁻⁵³ roundings and recursion drift."""
 
 
 @dataclasses.dataclass(frozen=True)
 class ShiftedSchedule:
-    """``schedule(count + offset)``: a schedule of the epoch driven by an optimizer's update count."""
+    """``schedule(⌊count / steps_per_epoch⌋ + offset)``: a schedule of the epoch driven by an
+    optimizer's update count."""
 
     schedule: Callable[[jax.Array], Any]
     offset: int
+    steps_per_epoch: int = 1
 
     def __call__(self, count: Any) -> jax.Array:
         from functional_optreg.schedules._base import as_count, float_dtype
 
-        return jnp.asarray(self.schedule(as_count(count) + self.offset), float_dtype())
+        epoch = as_count(count)
+        if self.steps_per_epoch != 1:
+            epoch = epoch // self.steps_per_epoch
+        return jnp.asarray(self.schedule(epoch + self.offset), float_dtype())
 
 
 def _check_traceable(fn: Callable, what: str) -> None:
@@ -193,6 +201,7 @@ class ConvertedScheduler:
       lr: per group, the lr schedule of the epoch (``None`` for ReduceLROnPlateau).
       momentum: per group, the momentum schedule of the epoch (``cycle_momentum``) or ``None``.
       use_beta1: the momentum schedule drives ``betas[0]`` (Adam family) instead of ``momentum``.
+      steps_per_epoch: optimizer updates per ``scheduler.step()``.
     """
 
     name: str
@@ -202,20 +211,26 @@ class ConvertedScheduler:
     lr: tuple[Any, ...]
     momentum: tuple[Any, ...]
     use_beta1: bool
+    steps_per_epoch: int = 1
 
     @property
     def plateau(self) -> bool:
         return self.name == "ReduceLROnPlateau"
 
+    def epochs_since(self, start_step: int, step: int) -> int:
+        """Scheduler steps taken between the update counts ``start_step`` (conversion) and ``step``."""
+        k = self.steps_per_epoch
+        return step // k - start_step // k
+
     def overrides(self, group: int, start_step: int, hyperparams: Mapping[str, Any]) -> dict:
         """Our factory arguments replaced by shifted schedules for param group ``group``."""
         if self.plateau:
             return {}
-        offset = self.epoch - start_step
-        replaced: dict[str, Any] = {"lr": ShiftedSchedule(self.lr[group], offset)}
+        offset = self.epoch - start_step // self.steps_per_epoch
+        replaced: dict[str, Any] = {"lr": ShiftedSchedule(self.lr[group], offset, self.steps_per_epoch)}
         momentum = self.momentum[group]
         if momentum is not None:
-            shifted = ShiftedSchedule(momentum, offset)
+            shifted = ShiftedSchedule(momentum, offset, self.steps_per_epoch)
             if self.use_beta1:
                 replaced["betas"] = (shifted, hyperparams["betas"][1])
             else:
@@ -262,7 +277,7 @@ class ConvertedScheduler:
         )
 
     def current(self, group: int, elapsed: int, hyperparams: dict, group_state: Any) -> dict:
-        """The hyperparameters torch's param group holds ``elapsed`` updates after conversion."""
+        """The hyperparameters torch's param group holds ``elapsed`` scheduler steps after conversion."""
         if self.plateau:
             return {"lr": float(group_state[1].last_lr)}
         epoch = jnp.asarray(self.epoch + elapsed, jnp.int32)
@@ -316,10 +331,11 @@ def convert(scheduler: Any, optimizer: Any, adapter: Any) -> ConvertedScheduler:
     epoch = _epoch(name, scheduler)
     lrs, momenta = zip(*(_group_schedule(name, scheduler, g) for g in range(groups)))
     use_beta1 = bool(getattr(scheduler, "use_beta1", False))
+    rtol = _LR_RTOL[jnp.dtype(jnp.result_type(float)).name]
     for g, (schedule, group) in enumerate(zip(lrs, optimizer.param_groups)):
         expected = float(schedule(jnp.asarray(epoch, jnp.int32)))
         actual = float(_torch.to_python(group["lr"]))
-        if not math.isclose(expected, actual, rel_tol=_LR_RTOL, abs_tol=1e-300):
+        if not math.isclose(expected, actual, rel_tol=rtol, abs_tol=1e-300):
             raise ValueError(
                 f"param group {g} has lr {actual!r}, but {name} at epoch {epoch} gives {expected!r}: "
                 "the lr was changed outside this scheduler (another scheduler, or by hand), so the "

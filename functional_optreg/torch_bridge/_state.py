@@ -35,11 +35,11 @@ def _structure(tree: Any) -> Any:
 
 def torch_step(
     adapter: Adapter, torch_states: Sequence[Mapping[str, Any]], layout: Layout, indices: Sequence[int]
-) -> int:
+) -> int | None:
     """The group's update count from torch's per-parameter state (all parameters must agree).
 
-    Torch keeps no count for SGD and Muon; ours is 1 once a momentum buffer exists (the step-1
-    rule "buffer = gradient" is then over), else 0.
+    ``None`` where torch keeps no count (SGD, Muon): the bridge's clock (:mod:`._clock`) derives
+    it from the scheduler or ``update_count``.
     """
     present = [bool(state) for state in torch_states]
     if any(present) and not all(present):
@@ -49,10 +49,10 @@ def torch_step(
             f"{', '.join(missing)} (they never received a gradient); one group's parameters must have "
             "taken the same number of steps to share our state's step count."
         )
+    if adapter.step == "none":
+        return None
     if not any(present):
         return 0
-    if adapter.step == "none":
-        return 1
     steps = []
     for index, state in zip(indices, torch_states):
         if "step" not in state:
