@@ -8,7 +8,9 @@ Torch has no single switch for this; each behaviour has a torch counterpart:
   ``RuntimeError`` instead of corrupting the parameters.
 * ``"skip"`` — like ``torch.amp.GradScaler.step``: when any gradient is ``nan``/``inf`` the
   optimizer step is not taken (parameters *and* optimizer state untouched, the step count
-  included) and the skip is counted. This is ``optax.apply_if_finite``.
+  included) and the skip is counted. This is ``optax.apply_if_finite``; by default the
+  learning-rate schedules held by ``optax.inject_hyperparams`` still advance on a skipped step,
+  as torch's AMP loop ``scaler.step(optimizer); scheduler.step()`` advances its scheduler.
 """
 
 from __future__ import annotations
@@ -19,8 +21,31 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from optax.schedules import InjectStatefulHyperparamsState, WrappedSchedule
 
 POLICIES = ("propagate", "raise", "skip")
+SCHEDULE_CLOCKS = ("iterations", "steps")
+WrappedScheduleState = type(WrappedSchedule(lambda count: count).init())
+"""The state optax gives a schedule passed to ``inject_hyperparams`` (its class is not exported)."""
+
+
+def _is_schedule_state(node: Any) -> bool:
+    return isinstance(node, (InjectStatefulHyperparamsState, WrappedScheduleState))
+
+
+def _advance_schedules(state: Any, skipped: jax.Array) -> Any:
+    """``state`` with the count of every ``optax.inject_hyperparams`` state (and of its wrapped
+    schedules) advanced by one where ``skipped``: the schedules move on, the optimizer does not."""
+
+    def advance(node: Any) -> Any:
+        if not _is_schedule_state(node):
+            return node
+        count = jnp.where(skipped, optax.safe_increment(node.count), node.count)
+        if isinstance(node, WrappedScheduleState):
+            return node._replace(count=count)
+        return node._replace(count=count, hyperparams_states=_advance_schedules(node.hyperparams_states, skipped))
+
+    return jax.tree.map(advance, state, is_leaf=_is_schedule_state)
 
 
 def _first_nonfinite_message(paths: list[str], flags: np.ndarray) -> str | None:
@@ -58,6 +83,7 @@ def nonfinite_policy(
     policy: str = "propagate",
     *,
     max_consecutive_errors: int | None = None,
+    schedules: str = "iterations",
 ) -> optax.GradientTransformation:
     r"""Wrap ``tx`` with a policy for ``nan``/``inf`` gradients.
 
@@ -75,6 +101,14 @@ def nonfinite_policy(
       max_consecutive_errors: only for ``"skip"``: after this many consecutive skipped steps
         the next non-finite step is applied anyway (optax's ``apply_if_finite`` behaviour).
         ``None`` (the default) skips every non-finite step, as ``GradScaler`` does.
+      schedules: only for ``"skip"``: which count the schedules of ``optax.inject_hyperparams``
+        inside ``tx`` follow. ``"iterations"`` (the default) advances them on skipped steps too,
+        as torch's ``scaler.step(optimizer); scheduler.step()`` loop does; ``"steps"`` freezes
+        them with the rest of the state (``optax.apply_if_finite``), as a scheduler stepped only
+        after steps actually taken. A schedule given to the optimizer factory itself
+        (``fo.sgd(lr=schedule)``) is read at the optimizer's own step count, which a skipped
+        step does not advance (torch's Adam ``step`` does not advance either); to follow
+        iterations, pass it through ``optax.inject_hyperparams(fo.sgd)(lr=schedule)``.
 
     Returns:
       For ``"propagate"``, ``tx``. For ``"raise"``, a transform with ``tx``'s state. For
@@ -108,6 +142,10 @@ def nonfinite_policy(
     """
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+    if schedules not in SCHEDULE_CLOCKS:
+        raise ValueError(f"schedules must be one of {SCHEDULE_CLOCKS}, got {schedules!r}")
+    if schedules != "iterations" and policy != "skip":
+        raise ValueError("schedules only applies to policy='skip'")
     if max_consecutive_errors is not None:
         if policy != "skip":
             raise ValueError("max_consecutive_errors only applies to policy='skip'")
@@ -117,7 +155,16 @@ def nonfinite_policy(
         return tx
     if policy == "skip":
         limit = np.iinfo(np.int32).max if max_consecutive_errors is None else int(max_consecutive_errors)
-        return optax.apply_if_finite(tx, limit)
+        skipping = optax.apply_if_finite(tx, limit)
+        if schedules == "steps":
+            return skipping
+
+        def skip_update(updates, state, params=None, **extra_args):
+            updates, new_state = skipping.update(updates, state, params, **extra_args)
+            skipped = jnp.logical_not(new_state.last_finite) & (new_state.notfinite_count <= limit)
+            return updates, new_state._replace(inner_state=_advance_schedules(new_state.inner_state, skipped))
+
+        return optax.GradientTransformationExtraArgs(skipping.init, skip_update)
 
     inner = optax.with_extra_args_support(tx)
 

@@ -12,6 +12,7 @@ import torch
 import functional_optreg as fo
 from functional_optreg import verify
 from parity.case import default_params
+from parity.schedules_for_cases import exponential_lr
 
 NAN_STEPS = {3: "nan", 17: "inf", 18: "-inf", 40: "nan"}
 """Steps of the stream whose gradient gets a non-finite element (two in a row at 17/18)."""
@@ -75,6 +76,47 @@ def test_skip_matches_torch_skipping_the_step(name, ours, torch_class, kwargs, d
     )
     assert report.passed, str(report)
     assert skippers[0].skipped == len(NAN_STEPS)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name, ours, torch_class, kwargs", TORCH_CONFIGS, ids=[c[0] for c in TORCH_CONFIGS])
+def test_skip_with_a_schedule_follows_torchs_amp_loop(name, ours, torch_class, kwargs, dtype):
+    """``scaler.step(optimizer); scheduler.step()``: the scheduler advances on skipped steps too."""
+    params = default_params()
+    schedule, torch_exponential_lr = exponential_lr(kwargs["lr"], 0.95)
+    skippers = []
+
+    def build(tensors):
+        skippers.append(_SkipNonfinite(torch_class(tensors, **kwargs)))
+        return skippers[-1]
+
+    report = verify.compare(
+        torch_optimizer=build,
+        transform=fo.nonfinite_policy(
+            optax.inject_hyperparams(ours)(**{**kwargs, "lr": schedule}),
+            "skip",
+        ),
+        params=params,
+        gradient=_poisoned(verify.quadratic_gradients(jax.tree.leaves(params))),
+        steps=60,
+        dtype=dtype,
+        torch_scheduler=lambda skipper: torch_exponential_lr(skipper.optimizer),
+        name=f"skip+schedule/{name}",
+    )
+    assert report.passed, str(report)
+    assert skippers[0].skipped == len(NAN_STEPS)
+
+
+def test_skip_with_schedules_following_steps_freezes_them():
+    tx = fo.nonfinite_policy(
+        optax.inject_hyperparams(fo.sgd)(lr=lambda count: 0.1 / (1 + count)), "skip", schedules="steps"
+    )
+    params = {"w": jnp.ones(2)}
+    state = tx.init(params)
+    for grad in ([1.0, jnp.nan], [1.0, 1.0]):
+        updates, state = tx.update({"w": jnp.array(grad)}, state, params)
+    np.testing.assert_allclose(updates["w"], [-0.1, -0.1])
+    assert int(state.inner_state.count) == 1
 
 
 def test_skip_leaves_the_state_untouched_and_counts_skips():
