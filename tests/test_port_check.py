@@ -1,0 +1,133 @@
+"""The divergence locator on the seed CNN: the correct ports pass, six broken ports are each found.
+
+Every broken port differs from torch at step 1, so two steps suffice; the correct ports run three.
+The factories live in :mod:`examples.seed_cnn_ports` (also the CLI's documented example).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from examples import seed_cnn_ports as ports
+from functional_optreg import port_check
+from functional_optreg.port_report import Check, update_evidence
+
+BROKEN = {
+    # factory: (stage, name starts with, the first likely cause starts with)
+    "maxpool_padding_same": ("activation", "conv2", "pooling"),
+    "batchnorm_running_var_unconverted": ("model state", "bn1.running_var", "BatchNorm running variance"),
+    "kernel_not_transposed": ("activation", "conv1", "a kernel in the wrong axis order"),
+    "loss_sum_not_mean": ("loss", "", "reduction: sum vs mean"),
+    "clip_after_weight_decay": ("update", "conv1.weight", "clipping order"),
+    "eps_inside_sqrt": ("update", "conv1.weight", "eps placement"),
+}
+
+
+@pytest.mark.parametrize("factory", ["correct", "correct_clipping", "correct_variant"])
+def test_correct_ports_pass(factory):
+    report = port_check.compare_training(getattr(ports, factory)(), steps=3)
+    assert report.passed, str(report)
+    stages = {check.stage for check in report.checks}
+    assert {"initial parameters", "activation", "output", "loss", "gradient", "update"} <= stages
+    assert "optimizer state" in stages  # Adam's step/exp_avg/exp_avg_sq, SGD's momentum_buffer
+    if factory == "correct_variant":
+        assert {"initial model state", "model state"} <= stages
+
+
+@pytest.mark.parametrize("factory", BROKEN)
+def test_broken_port_is_located(factory):
+    stage, name, cause = BROKEN[factory]
+    report = port_check.compare_training(getattr(ports, factory)(), steps=2)
+    assert not report.passed
+    first = report.first
+    assert (first.step, first.stage) == (1, stage), str(report)
+    assert first.name.startswith(name), str(report)
+    assert first.ratio > 100, "a port mistake is far outside the tolerance, not at its edge"
+    assert report.causes[0].startswith(cause), report.causes
+    # everything the step computed before the first divergence matched
+    before = [check for check in report.checks if check.step <= 1][: report.checks.index(first)]
+    assert all(check.passed for check in before)
+    if factory == "eps_inside_sqrt":
+        assert any("epsilon" in item for item in report.evidence), report.evidence
+
+
+def test_report_text_table_and_files(tmp_path):
+    report = port_check.compare_training(ports.loss_sum_not_mean(), steps=2)
+    text = str(report)
+    assert "FAIL - first divergence at step 1: loss" in text
+    assert "reduction: sum vs mean" in text
+    assert "initial parameters" in report.table() and "*" in report.table()
+    paths = report.write(tmp_path / "report")
+    assert sorted(os.listdir(tmp_path / "report")) == ["checks.csv", "report.txt", "stages.png"]
+    with open(paths["stages.png"], "rb") as handle:
+        assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+    with open(paths["checks.csv"]) as handle:
+        rows = handle.read().splitlines()
+    assert rows[0] == "step,stage,name,error,tolerance,passed" and len(rows) == len(report.checks) + 1
+    assert np.asarray(report.losses).shape == (2, 2)
+
+
+def test_free_running_checks_parameters():
+    report = port_check.compare_training(ports.correct_clipping(), steps=3, resync=False)
+    assert report.passed, str(report)
+    assert any(check.stage == "parameters" for check in report.checks)
+
+
+def test_float32_correct_port_passes_and_broken_is_found():
+    assert port_check.compare_training(ports.correct(), steps=2, dtype="float32").passed
+    report = port_check.compare_training(ports.loss_sum_not_mean(), steps=1, dtype="float32")
+    assert report.first.stage == "loss"
+
+
+def test_wrong_initial_weights_are_the_first_stage():
+    port = ports.correct()
+    params = {key: dict(value) for key, value in port.variables["params"].items()}
+    params["fc2"]["bias"] = params["fc2"]["bias"] + 1e-3
+    port.variables = {"params": params}
+    report = port_check.compare_training(port, steps=1)
+    assert (report.first.step, report.first.stage, report.first.name) == (
+        0,
+        "initial parameters",
+        "fc2.bias (fc2/bias)",
+    )
+
+
+def test_mapping_validation_names_the_parameter():
+    port = ports.correct()
+    port.mapping = {key: value for key, value in port.mapping.items() if key != "fc1.bias"}
+    with pytest.raises(ValueError, match="the mapping has no entry for torch parameter 'fc1.bias'"):
+        port_check.compare_training(port, steps=1)
+    port = ports.correct()
+    port.mapping = dict(port.mapping, **{"fc1.weight": ports.fo.ParamPath(("fc1", "kernel"))})
+    with pytest.raises(
+        ValueError, match=r"torch parameter 'fc1.weight' in the mapping's layout has shape \(128, 3136\)"
+    ):
+        port_check.compare_training(port, steps=1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"dtype": "float16"}, "dtype must be 'float64' or 'float32'"), ({"steps": 11}, r"steps \(=11\) must be between")],
+)
+def test_argument_validation(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        port_check.compare_training(ports.correct(), **kwargs)
+
+
+def test_update_evidence_signatures():
+    rng = np.random.default_rng(0)
+    theirs = rng.normal(size=50)
+    assert "same factor 0.5" in update_evidence(0.5 * theirs, theirs, None)[0]
+    grad = rng.uniform(1e-9, 1e-6, size=50)
+    eps = 1e-8
+    assert "epsilon" in update_evidence(grad / np.sqrt(grad**2 + eps), grad / (np.abs(grad) + eps), grad)[0]
+    assert update_evidence(theirs + rng.normal(size=50), theirs, rng.normal(size=50)) == []
+
+
+def test_check_ratio_and_text():
+    check = Check(3, "update", "w", 2e-12, 1e-12, "detail")
+    assert not check.passed and check.ratio == pytest.approx(2.0)
+    assert str(check) == "step 3: update of w: error 2.000e-12 > tolerance 1.0e-12 (2x); detail"
