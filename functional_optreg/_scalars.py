@@ -32,6 +32,25 @@ def bias_correction(beta: Any, step: jax.Array) -> jax.Array:
     return -jnp.expm1(step * jnp.log1p(beta - 1.0))
 
 
+def is_float32_tensor_lr(lr: Any) -> bool:
+    """True for a learning rate given as a float32 array (torch's ``lr=torch.tensor(0.01)``).
+
+    Torch then evaluates the scalar expressions that combine the lr with Python floats
+    (``lr / bias_correction1``, ``1 - lr * weight_decay``, ASGD's ``eta``) as float32 tensor
+    arithmetic, each Python float rounded to float32 first; the optimizers mirror that when this
+    is true, whatever the parameters' dtype. Python numbers, schedules and arrays of other
+    dtypes (including ``optax.inject_hyperparams``'s, which take the parameters' dtype) are not.
+    """
+    if callable(lr) or isinstance(lr, (bool, int, float)):
+        return False
+    return jnp.result_type(lr) == jnp.float32 and not getattr(lr, "weak_type", False)
+
+
+def as_float32_if(value: Any, condition: bool) -> Any:
+    """``value`` rounded to float32 when ``condition`` (a float32 tensor lr's arithmetic)."""
+    return jnp.asarray(value, jnp.float32) if condition else value
+
+
 def increment(step: jax.Array) -> jax.Array:
     """Add one to an int32 step counter, saturating instead of wrapping around."""
     return jnp.where(step < jnp.iinfo(jnp.int32).max, step + 1, step)

@@ -123,6 +123,7 @@ def adafactor(
     _validation.require(weight_decay, lambda v: 0.0 <= v, f"weight_decay should be >= 0 but is: {weight_decay}")
     _validation.check_implementation_flags(foreach=foreach)
     use_weight_decay = not _scalars.is_zero(weight_decay)
+    float32_lr = _scalars.is_float32_tensor_lr(lr)
 
     def init_fn(params):
         _tree.check_float_params(params)
@@ -152,12 +153,17 @@ def adafactor(
         step_float = step.astype(jnp.result_type(float))
         one_minus_beta2_t = step_float**beta2_decay
         rho_t = jnp.minimum(lr_t, 1 / jnp.sqrt(step_float))
+        # torch: rho_t = min(lr, 1 / step**0.5) is the float32 lr tensor itself when it is the
+        # smaller, and the scalars computed from it are then float32 tensors.
+        rho_is_float32_lr = lr_t <= 1 / jnp.sqrt(step_float)
 
         def leaf(g, p, row_var, col_var, variance):
             dtype = jnp.result_type(p)
             eps1_leaf = jnp.finfo(dtype).eps if eps1 is None else eps1
             numel = max(jnp.size(p), 1)
             alpha = jnp.maximum(eps2, _l2_norm(p) / numel**0.5) * rho_t
+            if float32_lr:
+                alpha32 = jnp.maximum(eps2, _l2_norm(p) / numel**0.5).astype(jnp.float32) * lr_t
             g = -g if maximize else g
             if _factored(g):
                 row_mean = jnp.square(_l2_norm(g, axis=-1, keepdims=True)) / g.shape[-1]
@@ -171,8 +177,14 @@ def adafactor(
                 var_estimate = variance
             update = jax.lax.rsqrt(jnp.maximum(var_estimate, eps1_leaf * eps1_leaf)) * g
             denom = jnp.maximum(1.0, _l2_norm(update) / (numel**0.5 * d))
-            update = (-alpha / denom) * update
-            if use_weight_decay:
+            scale = -alpha / denom
+            if float32_lr:
+                scale = jnp.where(rho_is_float32_lr, (-alpha32 / denom.astype(jnp.float32)).astype(scale.dtype), scale)
+            update = scale * update
+            if use_weight_decay and float32_lr:
+                # torch: param.mul_(1 - lr * weight_decay), the factor a float32 tensor.
+                update = update + ((1 - lr_t * weight_decay).astype(p.dtype) - 1) * p
+            elif use_weight_decay:
                 update = update - (lr_t * weight_decay) * p
             return update.astype(dtype), row_var, col_var, variance
 

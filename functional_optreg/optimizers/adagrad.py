@@ -85,6 +85,7 @@ def adagrad(
     _validation.check_implementation_flags(foreach=foreach, fused=fused, differentiable=differentiable)
     use_weight_decay = not _scalars.is_zero(weight_decay)
     use_lr_decay = not _scalars.is_zero(lr_decay)
+    float32_lr = _scalars.is_float32_tensor_lr(lr)
 
     def init_fn(params):
         _tree.check_float_params(params)
@@ -101,7 +102,7 @@ def adagrad(
         if use_lr_decay:
             # state.step is torch's ``step - 1``: the count before this update.
             previous_steps = jnp.asarray(state.step, dtype=jnp.result_type(float))
-            clr = lr_t / (1 + previous_steps * lr_decay)
+            clr = lr_t / _scalars.as_float32_if(1 + previous_steps * lr_decay, float32_lr)
         else:
             clr = lr_t
 

@@ -90,6 +90,7 @@ def adam(
     _validation.check_implementation_flags(foreach, fused, capturable, differentiable)
     beta1, beta2 = betas
     use_weight_decay = not _scalars.is_zero(weight_decay)
+    float32_lr = _scalars.is_float32_tensor_lr(lr)
 
     def init_fn(params):
         _tree.check_float_params(params)
@@ -108,14 +109,17 @@ def adam(
         beta1_t = _scalars.value_at(beta1, state.step)
         beta2_t = _scalars.value_at(beta2, state.step)
         step = _scalars.increment(state.step)
-        step_size = lr_t / _scalars.bias_correction(beta1_t, step)
+        step_size = lr_t / _scalars.as_float32_if(_scalars.bias_correction(beta1_t, step), float32_lr)
         bias_correction2_sqrt = jnp.sqrt(_scalars.bias_correction(beta2_t, step))
 
         def leaf(g, p, exp_avg, exp_avg_sq, max_exp_avg_sq):
             g = -g if maximize else g
             decay = None
             if use_weight_decay:
-                if decoupled_weight_decay:
+                if decoupled_weight_decay and float32_lr:
+                    # torch: param.mul_(1 - lr * weight_decay), the factor a float32 tensor.
+                    decay = ((1 - lr_t * weight_decay).astype(p.dtype) - 1) * p
+                elif decoupled_weight_decay:
                     decay = -(lr_t * weight_decay) * p
                 else:
                     g = g + weight_decay * p

@@ -82,6 +82,7 @@ def adamax(
     _validation.check_implementation_flags(foreach=foreach, capturable=capturable, differentiable=differentiable)
     beta1, beta2 = betas
     use_weight_decay = not _scalars.is_zero(weight_decay)
+    float32_lr = _scalars.is_float32_tensor_lr(lr)
 
     def init_fn(params):
         _tree.check_float_params(params)
@@ -99,7 +100,7 @@ def adamax(
         beta1_t = _scalars.value_at(beta1, state.step)
         beta2_t = _scalars.value_at(beta2, state.step)
         step = _scalars.increment(state.step)
-        clr = lr_t / _scalars.bias_correction(beta1_t, step)
+        clr = lr_t / _scalars.as_float32_if(_scalars.bias_correction(beta1_t, step), float32_lr)
 
         def leaf(g, p, exp_avg, exp_inf):
             g = -g if maximize else g

@@ -99,6 +99,7 @@ def asgd(
     _validation.check_weight_decay(weight_decay)
     _validation.check_implementation_flags(foreach=foreach, capturable=capturable, differentiable=differentiable)
     use_weight_decay = not _scalars.is_zero(weight_decay)
+    float32_lr = _scalars.is_float32_tensor_lr(lr)
 
     def init_fn(params):
         _tree.check_float_params(params)
@@ -128,7 +129,13 @@ def asgd(
 
         updates, ax = _common.map_leaves(leaf, grads, params, state.ax)
         t = jnp.asarray(step, jnp.result_type(float))
-        eta = lr_t / jnp.power(1.0 + lambd * lr_t * t, alpha)
+        if float32_lr:
+            # torch: lr / ((1 + lambd * lr * step) ** alpha) in float32 tensor arithmetic; its
+            # float32 pow is correctly rounded, as the double-precision pow rounded to float32.
+            base = 1.0 + lambd * lr_t * t.astype(jnp.float32)
+            eta = lr_t / jnp.power(base.astype(jnp.result_type(float)), alpha).astype(jnp.float32)
+        else:
+            eta = lr_t / jnp.power(1.0 + lambd * lr_t * t, alpha)
         mu = 1.0 / jnp.maximum(1.0, t - t0)
         return updates, ASGDState(step, eta.astype(jnp.float32), mu.astype(jnp.float32), ax)
 

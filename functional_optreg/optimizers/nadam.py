@@ -109,6 +109,7 @@ def nadam(
     _validation.check_implementation_flags(foreach=foreach, capturable=capturable, differentiable=differentiable)
     beta1, beta2 = betas
     use_weight_decay = not _scalars.is_zero(weight_decay)
+    float32_lr = _scalars.is_float32_tensor_lr(lr)
 
     def init_fn(params):
         _tree.check_float_params(params)
@@ -133,8 +134,12 @@ def nadam(
         mu_next = beta1_t * (1.0 - 0.5 * jnp.power(0.96, (t + 1.0) * momentum_decay))
         mu_product = state.mu_product * jnp.asarray(mu, jnp.float32)
         product = jnp.asarray(mu_product, jnp.result_type(float))
-        grad_step = -lr_t * (1.0 - mu) / (1.0 - product)
-        avg_step = (-lr_t * mu_next) / (1.0 - product * mu_next)
+        grad_step = (
+            -lr_t * _scalars.as_float32_if(1.0 - mu, float32_lr) / _scalars.as_float32_if(1.0 - product, float32_lr)
+        )
+        avg_step = (-lr_t * _scalars.as_float32_if(mu_next, float32_lr)) / _scalars.as_float32_if(
+            1.0 - product * mu_next, float32_lr
+        )
         bias_correction2 = _scalars.bias_correction(beta2_t, step)
 
         def leaf(g, p, exp_avg, exp_avg_sq):
