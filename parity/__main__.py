@@ -4,6 +4,7 @@
     python -m parity --optimizer adam sgd  # some families
     python -m parity --dtype float64 --quick
     python -m parity --report-dir reports/ # also a Markdown summary and PNG plots
+    python -m parity port MODULE:FACTORY   # locate where a ported training step diverges (parity/port.py)
 
 Exit status 1 when any case is out of tolerance.
 """
@@ -45,6 +46,11 @@ def _run_seed_cnn(quick: bool):
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["port"]:
+        from parity.port import main as port_main
+
+        return port_main(argv[1:])
     args = _parse(argv)
     started = time.perf_counter()
     results = run_catalog(families=args.optimizer, dtype=args.dtype, quick=args.quick, dry_run=args.list)

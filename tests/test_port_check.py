@@ -131,3 +131,38 @@ def test_check_ratio_and_text():
     check = Check(3, "update", "w", 2e-12, 1e-12, "detail")
     assert not check.passed and check.ratio == pytest.approx(2.0)
     assert str(check) == "step 3: update of w: error 2.000e-12 > tolerance 1.0e-12 (2x); detail"
+
+
+def test_cli_writes_the_report_and_fails_on_a_broken_port(tmp_path, capsys):
+    from parity import __main__ as cli
+
+    out = tmp_path / "loss"
+    assert cli.main(["port", "examples.seed_cnn_ports:loss_sum_not_mean", "--out", str(out), "--steps", "1"]) == 1
+    assert "first divergence at step 1: loss" in capsys.readouterr().out
+    assert "reduction: sum vs mean" in (out / "report.txt").read_text()
+    assert (out / "stages.png").stat().st_size > 1000
+
+
+def test_cli_loads_a_factory_from_a_file(tmp_path, capsys):
+    from parity import __main__ as cli
+
+    script = tmp_path / "my_port.py"
+    script.write_text("from examples.seed_cnn_ports import correct_clipping as build\n")
+    assert cli.main(["port", f"{script}:build", "--out", str(tmp_path / "ok"), "--steps", "1"]) == 0
+    assert "PASS" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("examples.seed_cnn_ports", "expected MODULE:FACTORY"),
+        ("examples.seed_cnn_ports:nothing", "has no callable 'nothing'"),
+        ("missing_file.py:build", "no such Python file"),
+        ("examples.seed_cnn_ports:_batches", "returned tuple, not a Port"),
+    ],
+)
+def test_cli_rejects_bad_targets(target, message, capsys):
+    from parity import __main__ as cli
+
+    assert cli.main(["port", target]) == 2
+    assert message in capsys.readouterr().err
