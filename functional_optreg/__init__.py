@@ -27,6 +27,8 @@ from functional_optreg.groups import no_decay_on_bias_and_norm as no_decay_on_bi
 from functional_optreg.groups import param_groups as param_groups
 from functional_optreg.hypergrad import unroll as unroll
 from functional_optreg.hypergrad import unrolled_loss as unrolled_loss
+from functional_optreg.hyperparams import get_hyperparams as get_hyperparams
+from functional_optreg.hyperparams import set_hyperparams as set_hyperparams
 from functional_optreg.mixed_precision import MixedPrecisionState as MixedPrecisionState
 from functional_optreg.mixed_precision import mixed_precision as mixed_precision
 from functional_optreg.nonfinite import nonfinite_policy as nonfinite_policy
@@ -86,7 +88,6 @@ from functional_optreg.schedules import one_cycle_momentum as one_cycle_momentum
 from functional_optreg.schedules import polynomial_lr as polynomial_lr
 from functional_optreg.schedules import reduce_lr_on_plateau as reduce_lr_on_plateau
 from functional_optreg.schedules import sequential_lr as sequential_lr
-from functional_optreg.schedules import set_hyperparams as set_hyperparams
 from functional_optreg.schedules import step_lr as step_lr
 from functional_optreg.sharding import shard_optimizer_state as shard_optimizer_state
 from functional_optreg.sharding import state_shardings as state_shardings

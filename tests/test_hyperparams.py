@@ -118,5 +118,154 @@ def test_set_hyperparams_inside_a_chain_and_unknown_name():
     state = fo.set_hyperparams(state, lr=5e-4, weight_decay=0.2)
     assert float(optax.tree.get(state, "lr")) == pytest.approx(5e-4)
     assert optax.tree.get(state, "weight_decay").dtype == jnp.float32
-    with pytest.raises(KeyError, match="'momentum' is not in this state"):
+    with pytest.raises(KeyError, match="'momentum' is not a settable hyperparameter"):
         fo.set_hyperparams(state, momentum=0.9)
+
+
+# --- per group, and on bridged transforms -------------------------------------------------------
+
+
+def _poly_grad(p):
+    """A gradient that depends on the parameters (torch tensor or JAX array alike)."""
+    return 0.1 * p**3 + 0.5 * p - 0.2
+
+
+def _relative(ours, theirs):
+    ours, theirs = np.asarray(ours), np.asarray(theirs)
+    return float(np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs)))
+
+
+def test_per_group_lr_on_param_groups_matches_torch_and_does_not_retrace():
+    """``opt.param_groups[1]["lr"] = x`` and ``fo.set_hyperparams(state, group=1, lr=x)``, 50 steps."""
+    rng = np.random.default_rng(1)
+    init = {"kernel": rng.normal(size=(3, 2)), "bias": rng.normal(size=2)}
+    changes = {10: (1, dict(lr=0.003)), 20: (None, dict(weight_decay=0.2)), 30: (0, dict(eps=1e-3))}
+    with jax.enable_x64(True):
+        kernel = torch.tensor(init["kernel"], requires_grad=True)
+        bias = torch.tensor(init["bias"], requires_grad=True)
+        # fo.param_groups: group 0 is the bias (selected by name), group 1 the default (kernel).
+        optimizer = torch.optim.AdamW([{"params": [bias], "lr": 0.02}, {"params": [kernel]}], lr=0.01)
+        tx = fo.param_groups(
+            optax.inject_hyperparams(fo.adamw), [{"params": "bias", "lr": 0.02}], default_group=True, lr=0.01
+        )
+        params = jax.tree.map(jnp.asarray, init)
+        state = tx.init(params)
+        step, traces = _counting_step(tx)
+        errors = []
+        for index in range(50):
+            if index in changes:
+                group, values = changes[index]
+                state = fo.set_hyperparams(state, group=group, **values)
+                for g in range(2) if group is None else [group]:
+                    optimizer.param_groups[g].update(values)
+            params, state, _ = step(params, state, jax.tree.map(_poly_grad, params))
+            for tensor in (kernel, bias):
+                tensor.grad = _poly_grad(tensor.detach()).clone()
+            optimizer.step()
+            errors.append(max(_relative(params["kernel"], kernel.detach()), _relative(params["bias"], bias.detach())))
+        assert len(traces) == 1
+        assert max(errors) <= 1e-12, errors
+        assert float(fo.get_hyperparams(state)[1]["lr"]) == 0.003
+        assert float(fo.get_hyperparams(state)[0]["eps"]) == 1e-3
+
+
+def test_set_hyperparams_errors_name_groups_and_hyperparameters_without_a_state_dump():
+    tx = fo.param_groups(optax.inject_hyperparams(fo.adamw), [{"params": "bias", "lr": 0.02}], default_group=True)
+    state = tx.init({"kernel": jnp.ones((30, 20)), "bias": jnp.ones(20)})
+    with pytest.raises(KeyError) as error:
+        fo.set_hyperparams(state, group=2, lr=0.1)
+    message = str(error.value)
+    assert "no param group 2" in message and "group 0: eps, lr, weight_decay" in message
+    assert "Array" not in message and len(message) < 300
+    with pytest.raises(
+        KeyError, match="'momentum' is not a settable hyperparameter in group 1; this state has group 0"
+    ):
+        fo.set_hyperparams(state, group=1, momentum=0.9)
+    with pytest.raises(KeyError, match="holds no injected hyperparameters.*optax.inject_hyperparams"):
+        fo.set_hyperparams(fo.adamw().init({"w": jnp.ones(2)}), lr=0.1)
+    scheduled = optax.inject_hyperparams(fo.sgd)(lr=fo.step_lr(0.1, 2))
+    with pytest.raises(
+        KeyError, match=r"no group: dampening, momentum, weight_decay \(scheduled, recomputed every update: lr\)"
+    ):
+        fo.set_hyperparams(scheduled.init({"w": jnp.ones(2)}), lr=0.1)
+
+
+def _nanogpt_lr(it, warmup=5, decay=40, max_lr=6e-3, min_lr=6e-4):
+    """nanoGPT's ``get_lr``: linear warmup, cosine decay to ``min_lr``."""
+    if it < warmup:
+        return max_lr * (it + 1) / (warmup + 1)
+    ratio = (it - warmup) / (decay - warmup)
+    return min_lr + 0.5 * (1.0 + np.cos(np.pi * ratio)) * (max_lr - min_lr)
+
+
+def test_bridged_transform_takes_a_hand_set_lr_every_iteration_and_writes_it_back():
+    """nanoGPT's loop: ``param_group["lr"] = get_lr(it)`` every iteration, two AdamW groups;
+    10 iterations in torch, 30 in JAX next to torch, 10 in torch again from the written state."""
+    generator = torch.Generator().manual_seed(0)
+    with jax.enable_x64(True):
+        weight = torch.nn.Parameter(torch.randn(4, 3, generator=generator, dtype=torch.float64))
+        bias = torch.nn.Parameter(torch.randn(3, generator=generator, dtype=torch.float64))
+
+        def make(w, b):
+            return torch.optim.AdamW(
+                [{"params": [w], "weight_decay": 0.1}, {"params": [b], "weight_decay": 0.0}],
+                lr=6e-3,
+                betas=(0.9, 0.95),
+            )
+
+        def torch_step(optimizer, it):
+            for group in optimizer.param_groups:
+                group["lr"] = _nanogpt_lr(it)
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    p.grad = _poly_grad(p.detach()).clone()
+            optimizer.step()
+
+        optimizer = make(weight, bias)
+        for it in range(10):
+            torch_step(optimizer, it)
+        tx, state = fo.from_torch(optimizer)
+        params = [jnp.asarray(weight.detach().numpy()), jnp.asarray(bias.detach().numpy())]
+        step, traces = _counting_step(tx)
+        errors = []
+        for it in range(10, 40):
+            state = fo.set_hyperparams(state, lr=_nanogpt_lr(it))
+            params, state, _ = step(params, state, [_poly_grad(p) for p in params])
+            torch_step(optimizer, it)
+            errors.append(max(_relative(params[0], weight.detach()), _relative(params[1], bias.detach())))
+        assert len(traces) == 1
+        assert max(errors) <= 1e-12, errors
+        written = fo.to_torch_state_dict(tx, state)
+        assert [g["lr"] for g in written["param_groups"]] == [_nanogpt_lr(39)] * 2
+        resumed_weight = torch.nn.Parameter(torch.tensor(np.asarray(params[0])))
+        resumed_bias = torch.nn.Parameter(torch.tensor(np.asarray(params[1])))
+        resumed = make(resumed_weight, resumed_bias)
+        resumed.load_state_dict(written)
+        back = []
+        for it in range(40, 50):
+            torch_step(optimizer, it)
+            torch_step(resumed, it)
+            back.append(
+                max(
+                    _relative(resumed_weight.detach(), weight.detach()), _relative(resumed_bias.detach(), bias.detach())
+                )
+            )
+        assert max(back) <= 1e-12, back
+
+
+def test_bridged_group_hyperparameters_per_group_and_scheduled_ones_are_fixed():
+    with jax.enable_x64(True):
+        params = [
+            torch.nn.Parameter(torch.ones(2, dtype=torch.float64)),
+            torch.nn.Parameter(torch.ones(1, dtype=torch.float64)),
+        ]
+        optimizer = torch.optim.Adam([{"params": [params[0]]}, {"params": [params[1]], "lr": 0.5}], lr=0.1)
+        tx, state = fo.from_torch(optimizer)
+        state = fo.set_hyperparams(state, group=1, lr=0.25, betas=(0.5, 0.6))
+        written = fo.to_torch_state_dict(tx, state)["param_groups"]
+        assert (written[0]["lr"], written[1]["lr"], written[1]["betas"]) == (0.1, 0.25, (0.5, 0.6))
+        assert written[0]["betas"] == (0.9, 0.999)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 2)
+        tx, state = fo.from_torch(optimizer, scheduler, steps_per_epoch=1)
+        with pytest.raises(KeyError, match="'lr' is not a settable hyperparameter in group 0; .*group 0: betas, eps"):
+            fo.set_hyperparams(state, group=0, lr=0.3)

@@ -49,7 +49,7 @@ def test_spec_travels_with_the_transform_and_chains():
     assert isinstance(tx, optax.GradientTransformationExtraArgs)
     assert tx.spec.optimizer == "Adam"
     assert [group.param_ids for group in tx.spec.groups] == [(0, 1)]
-    assert int(state.step) == 3
+    assert int(state.inner_state.step) == 3
     # It composes like any transform; the spec stays with the transform returned by from_torch.
     chained = optax.chain(tx, optax.scale(1.0))
     params = [jnp.asarray(p.detach().numpy()) for p in optimizer.param_groups[0]["params"]]
@@ -63,7 +63,7 @@ def test_spec_travels_with_the_transform_and_chains():
 def test_fresh_optimizer_has_no_state_and_round_trips():
     optimizer = torch.optim.SGD(_params((2,)), lr=0.1, momentum=0.9)
     tx, state = fo.from_torch(optimizer)
-    assert int(state.step) == 0
+    assert int(state.inner_state.step) == 0
     assert fo.to_torch_state_dict(tx, state) == optimizer.state_dict()
 
 
@@ -84,7 +84,7 @@ def test_state_fields_are_torch_values_in_jax_layout():
     _step(optimizer)
     tree = {"fc": {"kernel": jnp.asarray(w.detach().numpy().T)}}
     tx, state = fo.from_torch(optimizer, params=(tree, {"fc.weight": fo.ParamPath(("fc", "kernel"), (1, 0))}))
-    np.testing.assert_array_equal(state.exp_avg["fc"]["kernel"], optimizer.state[w]["exp_avg"].numpy().T)
+    np.testing.assert_array_equal(state.inner_state.exp_avg["fc"]["kernel"], optimizer.state[w]["exp_avg"].numpy().T)
     back = fo.to_torch_state_dict(tx, state)["state"][0]["exp_avg_sq"]
     assert torch.equal(back, optimizer.state[w]["exp_avg_sq"])
 
@@ -95,7 +95,7 @@ def test_float64_torch_state_without_x64_warns():
         fo.from_torch(optimizer)
     with jax.enable_x64(True):
         _, state = fo.from_torch(optimizer)
-    assert state.exp_avg[0].dtype == jnp.float64
+    assert state.inner_state.exp_avg[0].dtype == jnp.float64
 
 
 def test_tensor_hyperparameters_stay_tensors():
@@ -115,7 +115,9 @@ def test_param_names_and_module_lookup():
     with pytest.raises(ValueError, match="has no name: build the optimizer from module.named_parameters"):
         fo.from_torch(optimizer, params=(tree, mapping))
     tx, state = fo.from_torch(optimizer, params=(tree, mapping), module=model)
-    np.testing.assert_array_equal(state.momentum_buffer["bias"], optimizer.state[model.bias]["momentum_buffer"].numpy())
+    np.testing.assert_array_equal(
+        state.inner_state.momentum_buffer["bias"], optimizer.state[model.bias]["momentum_buffer"].numpy()
+    )
 
 
 def test_mapping_errors_name_the_parameter():
@@ -256,7 +258,7 @@ def test_schedule_continues_from_the_scheduler_epoch():
         _step(optimizer, 1)
         scheduler.step()
     tx, state = fo.from_torch(optimizer, scheduler, steps_per_epoch=1)
-    assert int(state.step) == 4
+    assert int(state.inner_state.step) == 4
     lrs = []
     params = [jnp.zeros(2)]
     for _ in range(3):
@@ -276,7 +278,7 @@ def test_checkpoint_helper_reads_state_dicts_and_refuses_code(tmp_path):
     fresh = torch.optim.Adam(_params((2, 2)), lr=0.01)
     fresh.load_state_dict(loaded["optimizer"])
     tx, state = fo.from_torch(fresh)
-    assert int(state.step) == 3
+    assert int(state.inner_state.step) == 3
 
     class Evil:
         def __reduce__(self):

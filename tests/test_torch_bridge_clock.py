@@ -81,7 +81,7 @@ def test_issue_reproducer_per_epoch_step_lr_on_sgd():
     with pytest.raises(ValueError, match=r"SGD keeps no update count.*steps_per_epoch=1.*update_count="):
         fo.from_torch(optimizer, scheduler)
     tx, state = fo.from_torch(optimizer, scheduler, steps_per_epoch=4)
-    assert int(state.step) == 4
+    assert int(state.inner_state.step) == 4
     _side_by_side(optimizer, scheduler, tx, state, 4, 4, start=4, float32=True)
     # The lr stays torch's 0.05 (the assumption "one scheduler step per update" gave 0.025, ...).
     assert float(tx.spec.scheduler.lr[0](1)) == pytest.approx(0.05)
@@ -158,9 +158,9 @@ def test_update_count_for_sgd_without_scheduler():
     with jax.enable_x64(True):
         optimizer = torch.optim.SGD(_tensors((2,)), lr=0.1, momentum=0.9)
         _torch_loop(optimizer, None, 8, 1)
-        assert int(fo.from_torch(optimizer, update_count=8)[1].step) == 8
+        assert int(fo.from_torch(optimizer, update_count=8)[1].inner_state.step) == 8
         # Without it torch's state tells only that the first step (buffer = gradient) is over.
-        assert int(fo.from_torch(optimizer)[1].step) == 1
+        assert int(fo.from_torch(optimizer)[1].inner_state.step) == 1
 
 
 @pytest.mark.parametrize(

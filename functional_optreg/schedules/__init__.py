@@ -23,11 +23,12 @@ Conventions:
 
 Reading and setting hyperparameters between steps (torch's ``param_groups[i]["lr"]``): wrap the
 optimizer in ``optax.inject_hyperparams``; the numeric hyperparameters then live in the state,
-where a jitted step reads them as data, so changing them does not recompile::
+where a jitted step reads them as data, so changing them does not recompile
+(:mod:`functional_optreg.hyperparams`)::
 
     tx = optax.inject_hyperparams(fo.adam)(lr=1e-3)
     state = tx.init(params)
-    optax.tree.get(state, "lr")                 # read: param_groups[0]["lr"]
+    fo.get_hyperparams(state)                   # read: [g["lr"] for g in param_groups]
     state = fo.set_hyperparams(state, lr=1e-4)  # write, keeping dtype: no retrace
 
 With a schedule as the injected ``lr``, ``state.hyperparams["lr"]`` is the lr of the most recent
@@ -50,7 +51,6 @@ from functional_optreg.schedules._cosine import (
 )
 from functional_optreg.schedules._cyclic import cyclic_lr as cyclic_lr
 from functional_optreg.schedules._cyclic import cyclic_momentum as cyclic_momentum
-from functional_optreg.schedules._hyperparams import set_hyperparams as set_hyperparams
 from functional_optreg.schedules._lambda import lambda_lr as lambda_lr
 from functional_optreg.schedules._lambda import multiplicative_lr as multiplicative_lr
 from functional_optreg.schedules._one_cycle import one_cycle_lr as one_cycle_lr

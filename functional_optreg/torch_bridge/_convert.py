@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from functional_optreg.torch_bridge import _clock, _lbfgs, _schedulers, _state, _torch
+from functional_optreg.torch_bridge import _clock, _injection, _lbfgs, _schedulers, _state, _torch
 from functional_optreg.torch_bridge._adapters import ADAPTERS, adapter_for, factory_kwargs
 from functional_optreg.torch_bridge._layout import Layout, NameMapping, list_layout, tree_layout
 from functional_optreg.torch_bridge._spec import GroupSpec, TorchOptimizerSpec, bridged_transform, spec_of
@@ -148,7 +148,11 @@ def from_torch(
     Returns:
       ``(transform, state)``: a :class:`TorchTransformation` (``optax.multi_transform`` over
       groups labelled ``0, 1, ...`` when there are several) and its state, equal to torch's, whose
-      ``step`` is the update count (see ``update_count``). For
+      ``step`` is the update count (see ``update_count``). Each group's optimizer runs inside
+      ``optax.inject_hyperparams`` (its state in ``inner_state``), so its numeric hyperparameters
+      (``lr``, ``weight_decay``, ``betas``...) can be changed between updates as torch's param
+      groups can: ``fo.set_hyperparams(state, group=g, lr=x)``; those a scheduler drives stay
+      fixed. For
       ``torch.optim.LBFGS``, ``(solver, state)`` with the :class:`TorchSolver` of
       :func:`functional_optreg.lbfgs`.
 
@@ -163,12 +167,15 @@ def from_torch(
       >>> optimizer = torch.optim.SGD([w], lr=0.1, momentum=0.9)
       >>> w.grad = torch.ones(2)
       >>> optimizer.step()
-      >>> tx, state = fo.from_torch(optimizer)
-      >>> state.momentum_buffer
+      >>> tx, state = fo.from_torch(optimizer, update_count=1)
+      >>> state.inner_state.momentum_buffer
       [Array([1., 1.], dtype=float32)]
       >>> updates, state = tx.update([jnp.ones(2)], state, [jnp.full(2, 0.9)])
       >>> updates[0]  # torch's second step: buffer 0.9·1 + 1
       Array([-0.19, -0.19], dtype=float32)
+      >>> state = fo.set_hyperparams(state, lr=0.25)  # optimizer.param_groups[0]["lr"] = 0.25
+      >>> fo.to_torch_state_dict(tx, state)["param_groups"][0]["lr"]
+      0.25
     """
     adapter = adapter_for(optimizer)
     torch_params = [tensor for group in optimizer.param_groups for tensor in group["params"]]
@@ -204,7 +211,11 @@ def from_torch(
     transforms = []
     for g, group in enumerate(groups):
         overrides = {} if converted is None else converted.overrides(g, starts[g], group.hyperparams)
-        tx = factory(**factory_kwargs(adapter, factory, group.hyperparams, overrides))
+        driven = frozenset(overrides) | (
+            frozenset({"lr"}) if converted is not None and converted.plateau else frozenset()
+        )
+        kwargs = factory_kwargs(adapter, factory, group.hyperparams, overrides)
+        tx = _injection.inject(adapter.torch_name, factory, kwargs, driven)
         if converted is not None:
             tx = converted.group_transform(g, tx, group.hyperparams)
         transforms.append(tx)
@@ -220,7 +231,8 @@ def from_torch(
     filled = []
     for g, (group, group_template) in enumerate(zip(groups, _group_states(spec, template))):
         indices = layout.indices_in_leaf_order(group.param_ids)
-        optimizer_template = group_template if converted is None else converted.optimizer_state(group_template)
+        injected = group_template if converted is None else converted.optimizer_state(group_template)
+        optimizer_template = injected.inner_state
         optimizer_state = _state.state_from_torch(
             adapter,
             optimizer_template,
@@ -230,7 +242,8 @@ def from_torch(
             layout,
             starts[g],
         )
-        filled.append(optimizer_state if converted is None else converted.join(group_template, optimizer_state))
+        injected = injected._replace(inner_state=optimizer_state, count=jnp.asarray(starts[g], injected.count.dtype))
+        filled.append(injected if converted is None else converted.join(group_template, injected))
     return tx, _assemble(spec, filled)
 
 
@@ -256,12 +269,11 @@ def _assemble(spec: TorchOptimizerSpec, group_states: Sequence[Any]) -> Any:
     return optax.transforms.PartitionState({g: optax.MaskedState(inner_state=s) for g, s in enumerate(group_states)})
 
 
-def _optimizer_states(spec: TorchOptimizerSpec, state: Any) -> tuple[list[Any], list[Any]]:
-    """Per group: the full group state and the optimizer's part of it."""
+def _optimizer_states(spec: TorchOptimizerSpec, state: Any) -> tuple[list[Any], list[Any], list[Any]]:
+    """Per group: the full group state, its ``inject_hyperparams`` state and the optimizer's state."""
     group_states = _group_states(spec, state)
-    if spec.scheduler is None:
-        return group_states, group_states
-    return group_states, [spec.scheduler.optimizer_state(s) for s in group_states]
+    injected = group_states if spec.scheduler is None else [spec.scheduler.optimizer_state(s) for s in group_states]
+    return group_states, injected, [s.inner_state for s in injected]
 
 
 def to_torch_state_dict(transform: Any, state: Any) -> dict[str, Any]:
@@ -292,7 +304,7 @@ def to_torch_state_dict(transform: Any, state: Any) -> dict[str, Any]:
     adapter = ADAPTERS[spec.optimizer]
     if spec.optimizer == "LBFGS":
         return _lbfgs.to_torch_state_dict(spec, state)
-    group_states, optimizer_states = _optimizer_states(spec, state)
+    group_states, injected, optimizer_states = _optimizer_states(spec, state)
     structures = _structures(spec, spec.layout.unflatten(list(range(len(spec.layout.leaf_of)))))
     torch = _torch.torch_module()
     per_param: dict[int, dict[str, Any]] = {}
@@ -301,6 +313,7 @@ def to_torch_state_dict(transform: Any, state: Any) -> dict[str, Any]:
         indices = spec.layout.indices_in_leaf_order(group.param_ids)
         per_param.update(_state.state_to_torch(adapter, optimizer_states[g], structures[g], indices, spec.layout))
         hyperparams = dict(group.hyperparams)
+        hyperparams.update(_injection.written_back(group.hyperparams, injected[g].hyperparams))
         if spec.scheduler is not None:
             elapsed = spec.scheduler.epochs_since(spec.start_steps[g], int(optimizer_states[g].step))
             hyperparams.update(spec.scheduler.current(g, elapsed, hyperparams, group_states[g]))
@@ -334,7 +347,7 @@ def to_torch_scheduler_state_dict(transform: Any, state: Any) -> dict[str, Any]:
         raise ValueError("this transform was converted without a scheduler.")
     if spec.optimizer == "LBFGS":
         return _lbfgs.to_torch_scheduler_state_dict(spec, state)
-    group_states, optimizer_states = _optimizer_states(spec, state)
+    group_states, _, optimizer_states = _optimizer_states(spec, state)
     elapsed = spec.scheduler.epochs_since(spec.start_steps[0], int(optimizer_states[0].step))
     lrs = [
         spec.scheduler.current(
