@@ -247,3 +247,46 @@ def test_float16_params_with_float32_master_weights():
     updates, state = tx.update({"w": jnp.full(2, 4.0, jnp.float16)}, state, params)
     assert optax.apply_updates(params, updates)["w"].dtype == jnp.float16
     np.testing.assert_array_equal(state.master_params["w"], np.full(2, 0.5, np.float32))
+
+
+def test_resume_through_the_bridge_and_back():
+    """120 torch steps, then fo.from_torch + grad_scaler_from_torch continue for 120 more, step for step (float64)."""
+    with jax.enable_x64(True):
+        tensors = [torch.tensor(leaf, requires_grad=True) for leaf in _initial(np.float64)]
+        optimizer = torch.optim.Adam(tensors, lr=1e-2, weight_decay=1e-3)
+        scaler = torch.amp.GradScaler("cpu", growth_interval=20)
+
+        def torch_step(step):
+            scale = float(scaler.scale(torch.ones(())))
+            current = [t.detach().numpy().copy() for t in tensors]
+            for tensor, grad in zip(tensors, _scaled_float16_grads(step, current, scale)):
+                tensor.grad = torch.from_numpy(grad)
+            scaler.step(optimizer)
+            scaler.update()
+
+        for step in range(120):
+            torch_step(step)
+        inner_tx, inner_state = fo.from_torch(optimizer)
+        params = [jnp.asarray(t.detach().numpy().copy()) for t in tensors]
+        tx, state = grad_scaler_from_torch(scaler, inner_tx, params)
+        state = state._replace(inner_state=inner_state)
+        assert grad_scaler_state_dict(state) == scaler.state_dict()
+        update = jax.jit(tx.update)
+        skipped = 0
+        for step in range(120, 240):
+            grads = _scaled_float16_grads(step, [np.asarray(p) for p in params], float(state.scale))
+            updates, state = update([jnp.asarray(g) for g in grads], state, params)
+            params = optax.apply_updates(params, updates)
+            torch_step(step)
+            skipped += bool(state.found_inf)
+            assert grad_scaler_state_dict(state) == scaler.state_dict(), f"step {step}"
+            for ours, theirs in zip(params, tensors):
+                theirs = theirs.detach().numpy()
+                assert np.max(np.abs(np.asarray(ours) - theirs)) <= 1e-12 * np.max(np.abs(theirs)), f"step {step}"
+        assert skipped >= 2  # the injected nan at 150 and overflows after growth
+        back = fo.to_torch_state_dict(inner_tx, state.inner_state)
+        for index, tensor in enumerate(tensors):
+            for key in ("exp_avg", "exp_avg_sq"):
+                ours, theirs = np.asarray(back["state"][index][key]), optimizer.state[tensor][key].numpy()
+                assert np.max(np.abs(ours - theirs)) <= 1e-12 * np.max(np.abs(theirs)), key
+            assert float(back["state"][index]["step"]) == float(optimizer.state[tensor]["step"])
