@@ -6,6 +6,7 @@ import gzip
 import struct
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
@@ -13,7 +14,7 @@ import torch
 import functional_optreg as fo
 from examples import train_cnn
 from examples.seed_cnn import data as data_lib
-from examples.seed_cnn import model_flax, model_torch, parity, weights
+from examples.seed_cnn import model_flax, model_torch, parity, pooling, weights
 from functional_optreg import verify
 
 
@@ -109,6 +110,54 @@ def test_batches_cover_each_epoch_once():
     np.testing.assert_array_equal(data_lib.first_batches(10, 3, 0, 4), np.stack([b for _, b in batches[:4]]))
     with pytest.raises(ValueError, match="batch_size"):
         next(data_lib.iterate_batches(10, 11, seed=0))
+
+
+# --- pooling -----------------------------------------------------------------------------------
+
+
+def tied_inputs(shape, seed):
+    """Small integers (most windows hold ties), plus NaNs and an all -inf window, in float64."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, 2, size=shape).astype(np.float64)
+    x[0, 0, 0, 0] = x[0, 2, 3, 1] = x[0, 3, 2, 1] = np.nan  # one window with one NaN, one with two
+    x[-1, :2, :2, -1] = -np.inf
+    return x
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 8, 5), (2, 7, 9, 3), (2, 28, 28, 4)])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_max_pool_matches_torch_with_ties_and_nans(shape, memory_format):
+    """Values and gradient bit for bit: ties go to the first maximal element, NaN windows to the last NaN."""
+    x = tied_inputs(shape, seed=shape[1])
+    cotangent = np.random.default_rng(1).standard_normal((shape[0], shape[1] // 2, shape[2] // 2, shape[3]))
+    n, h, w, c = shape
+    windows = x[:, : h - h % 2, : w - w % 2].reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 5, 2, 4)
+    top = np.max(windows, axis=(-2, -1), keepdims=True)
+    assert np.mean(np.sum(windows == top, axis=(-2, -1)) > 1) > 0.3  # the tie rule is exercised
+    with jax.enable_x64(True):
+        values, vjp = jax.vjp(jax.jit(pooling.max_pool_2x2), jnp.asarray(x))
+        (grad,) = vjp(jnp.asarray(cotangent))
+    theirs = torch.tensor(x.transpose(0, 3, 1, 2)).contiguous(memory_format=memory_format).requires_grad_()
+    pooled = torch.nn.functional.max_pool2d(theirs, 2)
+    pooled.backward(torch.tensor(cotangent.transpose(0, 3, 1, 2)))
+    np.testing.assert_array_equal(np.asarray(values), pooled.detach().numpy().transpose(0, 2, 3, 1))
+    np.testing.assert_array_equal(np.asarray(grad), theirs.grad.numpy().transpose(0, 2, 3, 1))
+    assert np.count_nonzero(np.asarray(grad)) == np.count_nonzero(cotangent)
+
+
+def test_max_pool_tie_rule_by_hand():
+    """One window per case, cotangent 1: the slot that receives it, in torch's row-major scan order."""
+    cases = {(1, 1, 1, 1): 0, (0, 2, 2, 0): 1, (0, 0, 3, 3): 2, (np.nan, 1, np.nan, 0): 2, (-np.inf,) * 4: 0}
+    for window, slot in cases.items():
+        x = jnp.asarray(np.array(window, np.float32).reshape(1, 2, 2, 1))
+        grad = jax.grad(lambda a: pooling.max_pool_2x2(a).sum())(x)
+        assert grad.dtype == jnp.float32
+        np.testing.assert_array_equal(np.asarray(grad).ravel(), np.eye(4, dtype=np.float32)[slot], err_msg=str(window))
+
+
+def test_max_pool_rejects_other_ranks():
+    with pytest.raises(ValueError, match=r"NHWC input with H, W >= 2, got shape \(4, 4\)"):
+        pooling.max_pool_2x2(jnp.zeros((4, 4)))
 
 
 # --- flax ⇄ torch ------------------------------------------------------------------------------
