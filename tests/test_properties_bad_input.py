@@ -52,7 +52,7 @@ def _optimizer_cases():
     chosen = {}
     for case in all_cases():
         is_class = inspect.isclass(case.torch) and issubclass(case.torch, torch.optim.Optimizer)
-        if not is_class or case.ours_kwargs or case.torch_kwargs:
+        if not is_class or case.ours_kwargs or case.torch_kwargs or case.before_step is not None:
             continue
         if not case.ours.__module__.startswith("functional_optreg.optimizers"):
             continue
@@ -301,3 +301,25 @@ def test_zero_size_scalar_and_empty_trees_work(case):
         for update, param in zip(jax.tree.leaves(updates), jax.tree.leaves(params)):
             assert update.shape == param.shape and update.dtype == param.dtype
             assert bool(jnp.all(jnp.isfinite(update)))
+
+
+@pytest.mark.parametrize("bad", ["0.1", None, [0.1]], ids=["str", "None", "list"])
+@pytest.mark.parametrize(
+    "case, name, default", HYPERPARAMETERS, ids=[f"{case.family}-{name}" for case, name, _ in HYPERPARAMETERS]
+)
+def test_non_numeric_hyperparameters_are_type_errors_at_construction(case, name, default, bad):
+    """A string, ``None`` or a list is a ``TypeError`` naming the argument when the transform is
+    built, never a late failure inside ``update`` or a silent conversion. (Torch raises a bare
+    ``TypeError`` from a comparison for most of them, fails at its first step for others, and
+    accepts a few it never reads, such as SGD's ``dampening`` without momentum.)"""
+    index = 0 if name != "etas" else 1
+    value = tuple(bad if i == index else v for i, v in enumerate(default)) if isinstance(default, tuple) else bad
+    kwargs = {**case.kwargs, name: value}
+    with pytest.raises(TypeError, match=re.escape(name)):
+        case.ours(**kwargs)
+
+
+@pytest.mark.parametrize("case", OPTIMIZER_CASES, ids=lambda case: case.family)
+def test_array_lr_must_be_zero_dimensional(case):
+    with pytest.raises(ValueError, match=r"lr must be a scalar \(0-d\), got an array of shape \(2,\)"):
+        case.ours(**{**case.kwargs, "lr": jnp.array([0.1, 0.2])})

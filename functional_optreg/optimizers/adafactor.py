@@ -111,16 +111,20 @@ def adafactor(
       (Array([[-0.1, -0.1, -0.1],
              [-0.1, -0.1, -0.1]], dtype=float32), Array([-0.0001, -0.0001, -0.0001], dtype=float32))
     """
-    _validation.require(lr, lambda v: 0.0 <= v, f"Learning rate should be >= 0 but is: {lr}")
-    _validation.require(beta2_decay, lambda v: 0.0 >= v, f"beta2_decay should be <= 0 but is: {beta2_decay}")
+    _validation.require(lr, lambda v: 0.0 <= v, f"Learning rate should be >= 0 but is: {lr}", "lr")
+    _validation.require(
+        beta2_decay, lambda v: 0.0 >= v, f"beta2_decay should be <= 0 but is: {beta2_decay}", "beta2_decay"
+    )
     if len(eps) != 2:
         raise ValueError(f"eps must be a pair (eps1, eps2), got {eps!r}")
     eps1, eps2 = eps
     if eps1 is not None:
-        _validation.require(eps1, lambda v: 0.0 <= v, f"epsilon1 should be >= 0 but is: {eps1}")
-    _validation.require(eps2, lambda v: 0.0 <= v, f"epsilon2 should be >= 0 but is: {eps2}")
-    _validation.require(d, lambda v: 1.0 <= v, f"Clipping threshold d should be >= 1 but is: {d}")
-    _validation.require(weight_decay, lambda v: 0.0 <= v, f"weight_decay should be >= 0 but is: {weight_decay}")
+        _validation.require(eps1, lambda v: 0.0 <= v, f"epsilon1 should be >= 0 but is: {eps1}", "eps1")
+    _validation.require(eps2, lambda v: 0.0 <= v, f"epsilon2 should be >= 0 but is: {eps2}", "eps2")
+    _validation.require(d, lambda v: 1.0 <= v, f"Clipping threshold d should be >= 1 but is: {d}", "d")
+    _validation.require(
+        weight_decay, lambda v: 0.0 <= v, f"weight_decay should be >= 0 but is: {weight_decay}", "weight_decay"
+    )
     _validation.check_implementation_flags(foreach=foreach)
     use_weight_decay = not _scalars.is_zero(weight_decay)
     float32_lr = _scalars.is_float32_tensor_lr(lr)

@@ -97,6 +97,8 @@ def asgd(
     """
     _validation.check_lr(lr)
     _validation.check_weight_decay(weight_decay)
+    for value, name in ((lambd, "lambd"), (alpha, "alpha"), (t0, "t0")):
+        _validation.check_number(value, name)
     _validation.check_implementation_flags(foreach=foreach, capturable=capturable, differentiable=differentiable)
     use_weight_decay = not _scalars.is_zero(weight_decay)
     float32_lr = _scalars.is_float32_tensor_lr(lr)

@@ -53,7 +53,7 @@ def ema_momentum(lr: ScalarOrSchedule, beta: Any = 0.9) -> optax.GradientTransfo
       Array([-0.5, -0.5], dtype=float32)
     """
     _validation.check_lr(lr)
-    _validation.require(beta, lambda v: 0.0 <= v < 1.0, f"Invalid beta value: {beta}")
+    _validation.require(beta, lambda v: 0.0 <= v < 1.0, f"Invalid beta value: {beta}", "beta")
 
     def init_fn(params):
         _tree.check_float_params(params)

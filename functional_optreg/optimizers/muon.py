@@ -165,16 +165,23 @@ def muon(
       Array([[-0.1125,  0.    ],
              [ 0.    , -0.1125]], dtype=float32)
     """
-    _validation.require(lr, lambda v: 0.0 <= v, f"Learning rate should be >= 0 but is: {lr}")
-    _validation.require(momentum, lambda v: 0.0 <= v, f"momentum should be >= 0 but is: {momentum}")
-    _validation.require(weight_decay, lambda v: 0.0 <= v, f"weight decay should be >= 0 but is: {weight_decay}")
+    _validation.require(lr, lambda v: 0.0 <= v, f"Learning rate should be >= 0 but is: {lr}", "lr")
+    _validation.require(momentum, lambda v: 0.0 <= v, f"momentum should be >= 0 but is: {momentum}", "momentum")
+    _validation.require(
+        weight_decay, lambda v: 0.0 <= v, f"weight decay should be >= 0 but is: {weight_decay}", "weight_decay"
+    )
     if adjust_lr_fn not in _ADJUST_LR_FNS:
         raise ValueError(f"Adjust learning rate function {adjust_lr_fn} is not supported")
     _validation.require(
-        ns_steps, lambda v: v < 100, "Number of steps must be less than 100 for computational efficiency"
+        ns_steps, lambda v: v < 100, "Number of steps must be less than 100 for computational efficiency", "ns_steps"
     )
+    _validation.check_number(eps, "eps")
+    if not isinstance(ns_coefficients, (tuple, list)):
+        raise TypeError(f"ns_coefficients must be a tuple of 3 numbers, got {ns_coefficients!r}")
     if len(ns_coefficients) != 3:
         raise ValueError("Coefficients must be a tuple of exactly 3 values")
+    for index, coefficient in enumerate(ns_coefficients):
+        _validation.check_number(coefficient, f"ns_coefficients[{index}]")
     use_weight_decay = not _scalars.is_zero(weight_decay)
 
     def init_fn(params):

@@ -87,6 +87,12 @@ def rprop(
     """
     _validation.check_lr(lr)
     _validation.check_rprop_etas(etas)
+    if not isinstance(step_sizes, (tuple, list)):
+        raise TypeError(f"step_sizes must be a pair (min, max), got {step_sizes!r}")
+    if len(step_sizes) != 2:
+        raise ValueError(f"step_sizes must be a pair (min, max), got {step_sizes!r}")
+    _validation.check_number(step_sizes[0], "step_sizes[0]")
+    _validation.check_number(step_sizes[1], "step_sizes[1]")
     _validation.check_implementation_flags(foreach=foreach, capturable=capturable, differentiable=differentiable)
     etaminus, etaplus = etas
     step_size_min, step_size_max = step_sizes

@@ -88,6 +88,7 @@ def sgd(
     _validation.check_lr(lr)
     _validation.check_momentum(momentum)
     _validation.check_weight_decay(weight_decay)
+    _validation.check_number(dampening, "dampening")
     _validation.check_implementation_flags(foreach=foreach, fused=fused, differentiable=differentiable)
     use_momentum = not _scalars.is_zero(momentum)
     # A JAX scalar momentum can be changed between updates (``fo.set_hyperparams``), even to or

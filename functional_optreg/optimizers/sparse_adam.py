@@ -121,8 +121,8 @@ def sparse_adam(
              [ 0. ,  0. ],
              [-0.1, -0.1]], dtype=float32)
     """
-    _validation.require(lr, lambda v: 0.0 < v, f"Invalid learning rate: {lr}")
-    _validation.require(eps, lambda v: 0.0 < v, f"Invalid epsilon value: {eps}")
+    _validation.require(lr, lambda v: 0.0 < v, f"Invalid learning rate: {lr}", "lr")
+    _validation.require(eps, lambda v: 0.0 < v, f"Invalid epsilon value: {eps}", "eps")
     _validation.check_betas(betas)
     beta1, beta2 = betas
 
