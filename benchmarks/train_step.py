@@ -14,6 +14,11 @@ data loading is not timed. Implementations:
   fo         ``model_flax.train_step`` with ``fo.adam`` / ``fo.sgd``
   grad       the same jitted loss and gradient without the update (``fo`` minus ``grad`` is the
              optimizer's share of the step)
+  grad flax  ``grad`` with ``flax.linen.max_pool`` in place of the model's pooling (the model
+             before issue 17: XLA's ``select-and-scatter`` gradient)
+  floor      the step's five convolutions alone, jitted together: conv1 and conv2 forward, conv1's
+             weight gradient, conv2's input and weight gradients, at the step's shapes (everything
+             else, pooling included, free). ``fo/floor`` is what the rest of the step costs.
   optax      the same step with optax's recipe for the same algorithm
   torch      torch eager with the optimizer's default implementation on this device (on the CPU:
              the per-tensor for-loop), and ``torch fused`` with ``fused=True``
@@ -100,6 +105,49 @@ def grad_impl(params0, images, labels, steps: list):
     return run
 
 
+def floor_impl(params0, images, steps: list):
+    """The step's convolutions alone (forward, input and weight gradients), one jitted call."""
+
+    def conv(inputs, kernel):
+        return jax.lax.conv_general_dilated(inputs, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    @jax.jit
+    def convolutions(x, k1, h1, k2, g1, g2):
+        (dk1,) = jax.vjp(lambda k: conv(x, k), k1)[1](g1)
+        dh1, dk2 = jax.vjp(conv, h1, k2)[1](g2)
+        return conv(x, k1), conv(h1, k2), dk1, dh1, dk2
+
+    rng = np.random.default_rng(0)
+    n = len(images)
+    x = jnp.asarray(images)
+    k1, k2 = jnp.asarray(params0["conv1"]["kernel"]), jnp.asarray(params0["conv2"]["kernel"])
+    shapes = ((n, 14, 14, 32), (n, 28, 28, 32), (n, 14, 14, 64))
+    h1, g1, g2 = (jnp.asarray(rng.random(shape, dtype=np.float32)) for shape in shapes)
+
+    def run():
+        for _ in range(steps[0]):
+            out = convolutions(x, k1, h1, k2, g1, g2)
+        jax.block_until_ready(out)
+
+    return run
+
+
+def flax_pool_grad_impl(params0, images, labels, steps: list):
+    """``grad`` with ``flax.linen.max_pool``: the seed CNN's pooling before issue 17."""
+    from profile_step import flax_pool_loss
+
+    value_and_grad = jax.jit(jax.value_and_grad(flax_pool_loss))
+    params = jax.tree.map(jnp.array, params0)
+    x, y = jnp.asarray(images), jnp.asarray(labels)
+
+    def run():
+        for _ in range(steps[0]):
+            loss, grads = value_and_grad(params, x, y)
+        jax.block_until_ready(grads)
+
+    return run
+
+
 def torch_impl(class_name, kwargs, params0, images, labels, platform_name, steps: list, fused: bool):
     from examples.seed_cnn import model_torch, weights
 
@@ -145,6 +193,8 @@ def run_case(name, pair, batch_size, args, platform_name):
     run, loss, compile_s["optax"], _ = jax_impl(reference(), params0, images, labels, count("optax"))
     runners["optax"], losses["optax"] = run, loss
     runners["grad"] = grad_impl(params0, images, labels, count("grad"))
+    runners["grad_flax"] = flax_pool_grad_impl(params0, images, labels, count("grad_flax"))
+    runners["floor"] = floor_impl(params0, images, count("floor"))
     for label, fused in (("torch", False), ("torch_fused", True)):
         made = torch_impl(class_name, kwargs, params0, images, labels, platform_name, count(label), fused)
         if made is not None:
@@ -181,6 +231,8 @@ def run_case(name, pair, batch_size, args, platform_name):
             if "torch_fused" in row["ms"]
             else float("nan"),
             "fo/optax": row["ms"]["fo"][stat] / row["ms"]["optax"][stat],
+            "fo/floor": row["ms"]["fo"][stat] / row["ms"]["floor"][stat],
+            "grad flax/grad": row["ms"]["grad_flax"][stat] / row["ms"]["grad"][stat],
         }
         for stat in ("median", "min")
     }
@@ -188,8 +240,9 @@ def run_case(name, pair, batch_size, args, platform_name):
 
 
 COLUMNS = (
-    f"{'optimizer':<13}{'batch':>6}{'fo ms':>9}{'optax ms':>9}{'torch ms':>9}{'t.fused':>9}"
-    f"{'grad ms':>9}{'fo/torch':>9}{'fo/fused':>9}{'fo/optax':>9}{'compile s':>10}{'agree':>6}{'recomp':>7}"
+    f"{'optimizer':<13}{'batch':>6}{'fo ms':>9}{'optax ms':>9}{'torch ms':>9}{'t.fused':>9}{'grad ms':>9}"
+    f"{'g.flax':>9}{'floor ms':>9}{'fo/torch':>9}{'fo/fused':>9}{'fo/optax':>9}{'fo/floor':>9}{'compile s':>10}"
+    f"{'agree':>6}{'recomp':>7}"
 )
 
 
@@ -199,9 +252,9 @@ def format_row(row):
     fused = f"{ms['torch_fused']:>9.2f}" if "torch_fused" in ms else f"{'-':>9}"
     return (
         f"{row['optimizer']:<13}{row['batch']:>6}{ms['fo']:>9.2f}{ms['optax']:>9.2f}{ms['torch']:>9.2f}{fused}"
-        f"{ms['grad']:>9.2f}"
-        f"{r['fo/torch']:>9.2f}{r['fo/torch_fused']:>9.2f}{r['fo/optax']:>9.2f}{row['compile_s']['fo']:>10.1f}"
-        f"{'yes' if row['agree'] else 'NO':>6}{row['recompiles']:>7}"
+        f"{ms['grad']:>9.2f}{ms['grad_flax']:>9.2f}{ms['floor']:>9.2f}"
+        f"{r['fo/torch']:>9.2f}{r['fo/torch_fused']:>9.2f}{r['fo/optax']:>9.2f}{r['fo/floor']:>9.2f}"
+        f"{row['compile_s']['fo']:>10.1f}{'yes' if row['agree'] else 'NO':>6}{row['recompiles']:>7}"
     )
 
 
@@ -209,7 +262,8 @@ MARKDOWN_NOTE = (
     "Median ms per training step over interleaved rounds (minimum in parentheses); ratios likewise. fo/optax: "
     "model_flax.train_step (jitted) with fo.<name> / optax's recipe; torch: eager, default implementation "
     "(CPU: per-tensor loop) and fused=True; JAX grad only: the same jitted loss and gradient without the "
-    "update."
+    "update; grad, flax pool: the same with flax.linen.max_pool (the model before issue 17); conv floor: the "
+    "step's five convolutions alone (forward, input and weight gradients)."
 )
 
 
@@ -222,9 +276,12 @@ def markdown_rows(rows):
         "torch eager ms",
         "torch fused ms",
         "JAX grad only ms",
+        "grad, flax pool ms",
+        "conv floor ms",
         "fo/torch",
         "fo/torch fused",
         "fo/optax",
+        "fo/floor",
         "compile s",
         "recompiles",
         "agree",
@@ -248,9 +305,12 @@ def markdown_rows(rows):
                 cell("torch"),
                 cell("torch_fused"),
                 cell("grad"),
+                cell("grad_flax"),
+                cell("floor"),
                 ratio("fo/torch"),
                 ratio("fo/torch_fused"),
                 ratio("fo/optax"),
+                ratio("fo/floor"),
                 f"{row['compile_s']['fo']:.1f}",
                 str(row["recompiles"]),
                 "yes" if row["agree"] else "NO",
