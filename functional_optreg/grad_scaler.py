@@ -138,11 +138,14 @@ def grad_scaler(
     inner = optax.with_extra_args_support(tx)
 
     def init_fn(params: Any) -> GradScalerState:
+        # torch's factors are Python floats: float64 when x64 is on, else float32 (not weakly typed, so a
+        # state._replace(growth_factor=jnp.asarray(x, state.growth_factor.dtype)) reuses the compiled step)
+        factor_dtype = jnp.result_type(float)
         return GradScalerState(
             scale=jnp.asarray(init_scale if enabled else 1.0, jnp.float32),
             growth_tracker=jnp.zeros((), jnp.int32),
-            growth_factor=jnp.asarray(float(growth_factor)),
-            backoff_factor=jnp.asarray(float(backoff_factor)),
+            growth_factor=jnp.asarray(growth_factor, factor_dtype),
+            backoff_factor=jnp.asarray(backoff_factor, factor_dtype),
             growth_interval=jnp.asarray(growth_interval, jnp.int32),
             found_inf=jnp.zeros((), bool),
             inner_state=inner.init(params),

@@ -290,3 +290,32 @@ def test_resume_through_the_bridge_and_back():
                 ours, theirs = np.asarray(back["state"][index][key]), optimizer.state[tensor][key].numpy()
                 assert np.max(np.abs(ours - theirs)) <= 1e-12 * np.max(np.abs(theirs)), key
             assert float(back["state"][index]["step"]) == float(optimizer.state[tensor]["step"])
+
+
+def test_factors_changed_mid_run_like_torch_setters():
+    """``state._replace(growth_factor=..., growth_interval=...)`` between jitted steps = torch's set_* methods."""
+    scaler = torch.amp.GradScaler("cpu", init_scale=256.0, growth_interval=4)
+    param = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.SGD([param], lr=0.1)
+    tx = fo.grad_scaler(fo.sgd(lr=0.1), init_scale=256.0, growth_interval=4)
+    params = jnp.ones(3)
+    state = tx.init(params)
+    step = jax.jit(tx.update)
+    for index in range(30):
+        if index == 12:
+            scaler.set_growth_factor(4.0)
+            scaler.set_backoff_factor(0.125)
+            scaler.set_growth_interval(3)
+            state = state._replace(
+                growth_factor=jnp.asarray(4.0, state.growth_factor.dtype),
+                backoff_factor=jnp.asarray(0.125, state.backoff_factor.dtype),
+                growth_interval=jnp.asarray(3, jnp.int32),
+            )
+        value = float("inf") if index % 7 == 6 else 1.0
+        scaler.scale(torch.ones(()))
+        param.grad = torch.full((3,), value)
+        scaler.step(optimizer)
+        scaler.update()
+        _, state = step(jnp.full(3, value), state, params)
+        assert grad_scaler_state_dict(state) == scaler.state_dict(), f"step {index}"
+    assert step._cache_size() == 1
