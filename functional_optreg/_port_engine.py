@@ -335,7 +335,8 @@ class Run:
             after = to_jax_layout(torch_side["after"][name], entry.permutation)
             delta = after - to_jax_layout(torch_side["before"][name], entry.permutation)
             scale = float(np.max(np.abs(delta), initial=0.0))
-            rounding = self.unit * float(np.max(np.abs(after), initial=0.0)) / scale if scale > 0 else 0.0
+            # torch rounds p_after at most twice (a decoupled decay p·(1 − lr·wd), then the step)
+            rounding = 2 * self.unit * float(np.max(np.abs(after), initial=0.0)) / scale if scale > 0 else 0.0
             ours = get(updates, entry.path)
             checks.append(self._check(step, "update", label(name, entry.path), ours, delta, rounding))
         checks += self._state_checks(step, torch_side["state"])

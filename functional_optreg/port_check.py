@@ -25,9 +25,10 @@ the parity contract compares near-zero quantities):
   against the layer's kernel gradient.
 * float64, optimizer stages (updates, optimizer state, parameters): the parity contract's
   ``1e-12``; torch's update is read as ``p_after − p_before``, which carries the rounding of
-  ``p_after``, so its tolerance adds ``2⁻⁵³·max|p_after| / max|Δ|``.
+  ``p_after`` (at most two roundings: a decoupled decay, then the step), so its tolerance adds
+  ``2·2⁻⁵³·max|p_after| / max|Δ|``.
 * float32 (the user's check): ``1e-5`` of the scale (``assert_close``'s ``atol`` at unit
-  scale) for every stage, plus ``2⁻²⁴·max|p_after| / max|Δ|`` for updates.
+  scale) for every stage, plus ``2·2⁻²⁴·max|p_after| / max|Δ|`` for updates.
 
 Example::
 
