@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from typing import Any
 
 import jax
@@ -41,6 +42,44 @@ def _storable(array: np.ndarray) -> np.ndarray:
     if array.dtype.kind == "V":
         return array.view(np.dtype(f"u{array.dtype.itemsize}"))
     return array
+
+
+def _describe(treedef: Any) -> dict[str, Any]:
+    """The tree's nodes as JSON: each node's type name, its keys (dict keys, NamedTuple fields)
+    and its children; a leaf is ``{"type": "*"}``."""
+    node = treedef.node_data()
+    if node is None:
+        return {"type": "*"}
+    kind, data = node
+    keys = list(getattr(kind, "_fields", None) or (data if isinstance(data, (list, tuple)) else []))
+    return {
+        "type": kind.__qualname__,
+        "keys": [str(key) for key in keys],
+        "children": [_describe(child) for child in treedef.children()],
+    }
+
+
+def _child_path(path: str, kind: str, keys: list[str], index: int) -> str:
+    if index < len(keys):
+        return f"{path}.{keys[index]}" if kind not in ("dict", "OrderedDict") else f"{path}[{keys[index]!r}]"
+    return f"{path}[{index}]"
+
+
+def _first_structure_mismatch(saved: dict[str, Any], like: dict[str, Any], path: str = "") -> str | None:
+    """Where the saved tree's nodes first differ from ``like``'s (type, keys or arity), or ``None``."""
+    where = path or "<root>"
+    if saved["type"] != like["type"]:
+        return f"at {where} the file has a {saved['type']} where like has a {like['type']}"
+    if saved.get("keys", []) != like.get("keys", []):
+        return f"at {where} the file's {saved['type']} has keys {saved['keys']} where like's has {like['keys']}"
+    if len(saved.get("children", [])) != len(like.get("children", [])):
+        counts = f"{len(saved['children'])} children, like's {len(like['children'])}"
+        return f"at {where} the file's {saved['type']} has {counts}"
+    for index, (a, b) in enumerate(zip(saved.get("children", []), like.get("children", []))):
+        found = _first_structure_mismatch(a, b, _child_path(path, saved["type"], saved.get("keys", []), index))
+        if found is not None:
+            return found
+    return None
 
 
 def save_state(path: str | os.PathLike, state: Any) -> None:
@@ -67,10 +106,12 @@ def save_state(path: str | os.PathLike, state: Any) -> None:
         host = _to_host(leaf)
         arrays[_leaf_key(index)] = _storable(host)
         leaves.append({"path": jax.tree_util.keystr(leaf_path), "shape": list(host.shape), "dtype": host.dtype.name})
-    meta = {"format": _FORMAT, "treedef": str(treedef), "leaves": leaves}
+    meta = {"format": _FORMAT, "treedef": str(treedef), "structure": _describe(treedef), "leaves": leaves}
     arrays["__meta__"] = np.asarray(json.dumps(meta))
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"cannot save the state to {path!r}: the folder {directory!r} does not exist")
     handle, temporary = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
     try:
         with os.fdopen(handle, "wb") as file:
@@ -106,16 +147,30 @@ def load_state(path: str | os.PathLike, like: Any) -> Any:
       The saved state, with ``like``'s tree structure (NamedTuples, ``None`` fields).
 
     Raises:
-      ValueError: the file is not a state file, or its leaves differ from ``like``'s (the
-        message names the first differing path).
+      FileNotFoundError: ``path`` does not exist.
+      ValueError: the file is not a state file, is truncated or corrupted (the message names the
+        file), or its tree differs from ``like``'s: node types (an ``RAdamState`` is not an
+        ``AdamState``), NamedTuple fields or dict keys, leaf paths, shapes or dtypes (the
+        message names the first difference).
     """
-    with np.load(os.fspath(path), allow_pickle=False) as data:
-        if "__meta__" not in data.files:
-            raise ValueError(f"{os.fspath(path)!r} is not a state file written by save_state")
-        meta = json.loads(str(data["__meta__"]))
-        if meta.get("format") != _FORMAT:
-            raise ValueError(f"{os.fspath(path)!r} has format {meta.get('format')!r}, expected {_FORMAT!r}")
-        stored = [data[_leaf_key(index)] for index in range(len(meta["leaves"]))]
+    path = os.fspath(path)
+    try:
+        # Opened here, not by np.load, which leaks its handle when the zip directory is unreadable.
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as data:
+            if "__meta__" not in data.files:
+                raise ValueError(f"{path!r} is not a state file written by save_state")
+            meta = json.loads(str(data["__meta__"]))
+            if meta.get("format") != _FORMAT:
+                raise ValueError(f"{path!r} has format {meta.get('format')!r}, expected {_FORMAT!r}")
+            stored = [data[_leaf_key(index)] for index in range(len(meta["leaves"]))]
+    except FileNotFoundError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path!r} is not a readable state file (truncated or corrupted?): {error}") from error
+    except ValueError as error:
+        if str(error).startswith(repr(path)):
+            raise
+        raise ValueError(f"{path!r} is not a readable state file (truncated or corrupted?): {error}") from error
     flat, treedef = jax.tree_util.tree_flatten_with_path(like)
     saved = meta["leaves"]
     for index in range(max(len(flat), len(saved))):
@@ -141,6 +196,16 @@ def load_state(path: str | os.PathLike, like: Any) -> Any:
                 f"the saved state at {like_path} is {entry['dtype']}{list(entry['shape'])}, but like "
                 f"there is {like_dtype.name}{list(like_shape)}."
             )
+    # Same leaves, yet other nodes: an RAdamState is not an AdamState, a None field not a leaf.
+    if "structure" in meta:
+        mismatch = _first_structure_mismatch(meta["structure"], _describe(treedef))
+        if mismatch is not None:
+            raise ValueError(f"the saved state and like have different tree structures: {mismatch}.")
+    elif meta.get("treedef") != str(treedef):
+        raise ValueError(
+            f"the saved state and like have different tree structures: the file has {meta.get('treedef')}, "
+            f"like has {treedef}."
+        )
     leaves = [
         _placed_like(array.view(jnp.dtype(entry["dtype"])).reshape(entry["shape"]), leaf)
         for array, entry, (_, leaf) in zip(stored, saved, flat)

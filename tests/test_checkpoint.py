@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -152,3 +153,42 @@ def test_restores_onto_the_like_leaves_sharding(tmp_path):
     like = jax.eval_shape(lambda: state)
     restored = fo.load_state(tmp_path / "s.npz", like=like)
     assert restored.exp_avg["w"].devices() == {device}
+
+
+def test_a_state_of_another_optimizer_with_the_same_leaves_is_refused(tmp_path):
+    """RAdam's state has Adam's leaf paths (step, exp_avg, exp_avg_sq); only the node type differs."""
+    params = small_params()
+    fo.save_state(tmp_path / "radam.npz", fo.radam(0.1).init(params))
+    with pytest.raises(ValueError, match=r"at <root> the file has a RAdamState where like has a AdamState"):
+        fo.load_state(tmp_path / "radam.npz", like=fo.adam(0.1).init(params))
+    fo.save_state(tmp_path / "tuple.npz", (jnp.ones(2), None))
+    with pytest.raises(ValueError, match=r"at <root> the file has a tuple where like has a list"):
+        fo.load_state(tmp_path / "tuple.npz", like=[jnp.ones(2), None])
+    with pytest.raises(ValueError, match=r"at \[1\] the file has a NoneType where like has a tuple"):
+        fo.load_state(tmp_path / "tuple.npz", like=(jnp.ones(2), ()))
+
+
+def test_truncated_or_corrupted_files_name_the_file(tmp_path):
+    state = fo.adam(0.1).init(small_params())
+    fo.save_state(tmp_path / "s.npz", state)
+    data = (tmp_path / "s.npz").read_bytes()
+    (tmp_path / "truncated.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"truncated\.npz' is not a readable state file"):
+        fo.load_state(tmp_path / "truncated.npz", like=state)
+    middle = len(data) // 2
+    (tmp_path / "corrupted.npz").write_bytes(data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :])
+    with pytest.raises(ValueError, match=r"corrupted\.npz' is not a readable state file"):
+        fo.load_state(tmp_path / "corrupted.npz", like=state)
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.npz' is not a readable state file"):
+        fo.load_state(tmp_path / "empty.npz", like=state)
+
+
+def test_missing_folders_and_files_are_named_by_their_path(tmp_path):
+    state = fo.adam(0.1).init({"w": jnp.ones(2)})
+    missing = tmp_path / "no" / "such" / "folder"
+    with pytest.raises(FileNotFoundError, match=re.escape(f"the folder {str(missing)!r} does not exist")):
+        fo.save_state(missing / "s.npz", state)
+    assert not (tmp_path / "no").exists()
+    with pytest.raises(FileNotFoundError, match=re.escape("missing.npz")):
+        fo.load_state(tmp_path / "missing.npz", like=state)
