@@ -87,10 +87,81 @@ def test_nan_metric_counts_as_bad():
     assert float(state.best) == 1.0
 
 
-def test_missing_metric_is_a_clear_error():
-    tx = fo.reduce_lr_on_plateau(0.1)
-    with pytest.raises(TypeError, match="value=metric"):
-        tx.update({"w": jnp.ones(1)}, tx.init({"w": jnp.ones(1)}))
+def test_update_without_a_metric_decides_nothing():
+    tx = fo.reduce_lr_on_plateau(0.1, factor=0.5, patience=0)
+    params = {"w": jnp.ones(1)}
+    state = tx.update(params, tx.init(params), value=2.0)[1]
+    state = tx.update(params, state, value=3.0)[1]  # bad metric: the next lr is halved
+    updates, after = tx.update(params, state)
+    assert after == state
+    assert float(updates["w"][0]) == 0.5
+
+
+def _word_language_model_loop(steps_per_epoch=4, epochs=10, hand_over_epoch=None):
+    """SGD + clip_grad_norm_(0.25) + ReduceLROnPlateau(factor 0.25, patience 0) stepped once per
+    epoch on a validation metric (pytorch/examples word_language_model divides lr by 4 when the
+    validation loss stalls), torch next to ``chain(clip, sgd, plateau)`` given ``value=`` only at
+    the end of each epoch; with ``hand_over_epoch``, the JAX side starts there from fo.from_torch."""
+    rng = np.random.default_rng(3)
+    target = rng.normal(size=5)
+    init = rng.normal(size=5)
+
+    def grad(p, count):
+        shift = torch.tensor(target) if isinstance(p, torch.Tensor) else jnp.asarray(target)
+        return (p - shift) * (1.0 + 0.1 * count)
+
+    def metric(epoch):  # improves, then stalls: the lr is cut after epochs 4 and 6
+        return [5.0, 4.0, 3.0, 2.5, 2.6, 2.4, 2.45, 2.3, 2.2, 2.1][epoch]
+
+    with jax.enable_x64(True):
+        w = torch.nn.Parameter(torch.tensor(init))
+        optimizer = torch.optim.SGD([w], lr=2.0)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.25, patience=0)
+        tx = optax.chain(fo.clip_grad_norm(0.25), fo.sgd(lr=2.0), fo.reduce_lr_on_plateau(2.0, factor=0.25, patience=0))
+        update = jax.jit(lambda g, s, p, v: tx.update(g, s, p, value=v))
+        update_no_metric = jax.jit(lambda g, s, p: tx.update(g, s, p))
+        params = jnp.asarray(init)
+        state = tx.init(params)
+        errors, lrs = [], []
+        for epoch in range(epochs):
+            if epoch == hand_over_epoch:
+                bridged, bridged_state = fo.from_torch(optimizer, scheduler, update_count=epoch * steps_per_epoch)
+                clip = fo.clip_grad_norm(0.25)
+                tx = optax.chain(clip, bridged)
+                state = (clip.init([params]), bridged_state)
+                update = jax.jit(lambda g, s, p, v: tx.update([g], s, [p], value=v))
+                update_no_metric = jax.jit(lambda g, s, p: tx.update([g], s, [p]))
+                params = jnp.asarray(w.detach().numpy())
+            for step in range(steps_per_epoch):
+                count = epoch * steps_per_epoch + step
+                w.grad = grad(w.detach(), count).clone()
+                torch.nn.utils.clip_grad_norm_([w], 0.25)
+                optimizer.step()
+                g = grad(params, count)
+                if step == steps_per_epoch - 1:
+                    updates, state = update(g, state, params, metric(epoch))
+                else:
+                    updates, state = update_no_metric(g, state, params)
+                updates = updates[0] if isinstance(updates, list) else updates
+                params = params + updates
+                errors.append(float(jnp.max(jnp.abs(params - w.detach().numpy())) / np.max(np.abs(w.detach().numpy()))))
+            scheduler.step(metric(epoch))
+            lrs.append(optimizer.param_groups[0]["lr"])
+        return errors, lrs
+
+
+def test_plateau_once_per_epoch_matches_torch():
+    errors, lrs = _word_language_model_loop()
+    assert lrs == [2.0, 2.0, 2.0, 2.0, 0.5, 0.5, 0.125, 0.125, 0.125, 0.125]
+    assert max(errors) <= 1e-12, errors
+
+
+@pytest.mark.parametrize("hand_over_epoch", [1, 5])
+def test_plateau_once_per_epoch_through_the_bridge(hand_over_epoch):
+    """Epoch 1: 4 updates and one metric fit 3 or 4 updates per epoch, which a plateau scheduler
+    does not need to know (it decides when given a metric)."""
+    errors, _ = _word_language_model_loop(hand_over_epoch=hand_over_epoch)
+    assert max(errors) <= 1e-12, errors
 
 
 def test_chained_after_optimizer_reads_value_and_rescales_every_leaf():

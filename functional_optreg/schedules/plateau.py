@@ -42,9 +42,11 @@ def reduce_lr_on_plateau(
     r"""``torch.optim.lr_scheduler.ReduceLROnPlateau``: cut the lr when a metric stops improving.
 
     Chain it *after* an optimizer built with the same base lr; it multiplies the optimizer's
-    updates by :math:`\gamma_t / \gamma_0`, where :math:`\gamma_t` is the current lr. Each update
-    takes the metric as the extra argument ``value`` and, as torch's ``scheduler.step(metric)``
-    does, decides the lr of the *next* update:
+    updates by :math:`\gamma_t / \gamma_0`, where :math:`\gamma_t` is the current lr. An update
+    given the metric as the extra argument ``value`` decides, as torch's
+    ``scheduler.step(metric)`` does, the lr of the *next* update; an update without one
+    (``value=None``, or no ``value``) decides nothing, so the same chain serves a loop that
+    evaluates every update and one that evaluates once per epoch:
 
     .. math::
 
@@ -75,13 +77,15 @@ def reduce_lr_on_plateau(
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; call ``update(updates, state, params,
-      value=metric)``. ``state.last_lr`` (or ``optax.tree.get(state, "last_lr")`` in a chain) is
-      the lr of the next update.
+      value=metric)`` on the updates that end an evaluation period (every update, or the last of
+      each epoch) and ``update(updates, state, params)`` on the others. ``state.last_lr`` (or
+      ``optax.tree.get(state, "last_lr")`` in a chain) is the lr of the next update.
 
     PyTorch equivalence:
       ``ReduceLROnPlateau(optimizer, mode, factor, patience, threshold, threshold_mode, cooldown,
-      min_lr, eps)`` with ``scheduler.step(metric)`` after ``optimizer.step()``: the metric given
-      with update :math:`t` sets the lr of update :math:`t+1`. A NaN metric counts as bad, as in
+      min_lr, eps)`` with ``scheduler.step(metric)`` after the ``optimizer.step()`` that gets
+      ``value=metric`` (per update, or once per epoch as pytorch/examples' word_language_model
+      does): the metric given with update :math:`t` sets the lr of update :math:`t+1`. A NaN metric counts as bad, as in
       torch. Torch's per-group ``min_lr`` list becomes one transform per param group.
 
     Example:
@@ -131,16 +135,13 @@ def reduce_lr_on_plateau(
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
         del params, extra_args
-        if value is None:
-            raise TypeError(
-                "reduce_lr_on_plateau needs the metric: call update(updates, state, params, "
-                "value=metric) (optax.chain forwards it)."
-            )
         if lr == 0:
             scale = jnp.ones([], state.last_lr.dtype)
         else:
             scale = state.last_lr / lr
         updates = jax.tree.map(lambda u: (u * scale).astype(jnp.result_type(u)), updates)
+        if value is None:
+            return updates, state
 
         current = jnp.asarray(value).astype(state.best.dtype)
         better = is_better(current, state.best)

@@ -87,6 +87,7 @@ def resolve(
     epoch: int | None,
     steps_per_epoch: Any,
     update_count: Any,
+    rate_needed: bool = True,
 ) -> Clock:
     """The update count of each group and the scheduler's ``steps_per_epoch``.
 
@@ -98,6 +99,8 @@ def resolve(
       epoch: the scheduler's ``last_epoch`` (``None`` without a scheduler).
       steps_per_epoch: the user's ``steps_per_epoch`` (``None``: infer).
       update_count: the user's ``update_count`` (``None``: from torch, or derived).
+      rate_needed: whether the converted scheduler depends on the rate (ReduceLROnPlateau does
+        not: it decides when given a metric), so that it is inferred at all.
     """
     steps_per_epoch = _check_count("steps_per_epoch", steps_per_epoch, 1)
     update_count = _check_count("update_count", update_count, 0)
@@ -114,6 +117,8 @@ def resolve(
         counts = [update_count] * len(counts)
     if scheduler is None or epoch is None:
         return Clock(tuple(_fallback(count, state) for count, state in zip(counts, has_state)))
+    if steps_per_epoch is None and not rate_needed and all(count is not None for count in counts):
+        return Clock(tuple(c for c in counts if c is not None))
     if steps_per_epoch is None:
         if any(count is None for count in counts):
             raise ValueError(

@@ -124,7 +124,10 @@ def from_torch(
       optimizer: an instance of one of torch.optim's fifteen optimizer classes (not a subclass).
       scheduler: an optional ``torch.optim.lr_scheduler`` scheduler of ``optimizer``; the returned
         transform's learning rate continues from the scheduler's current epoch, stepping it as
-        the loop does (``steps_per_epoch``).
+        the loop does (``steps_per_epoch``). ``ReduceLROnPlateau`` becomes
+        :func:`~functional_optreg.reduce_lr_on_plateau` chained after each group's optimizer:
+        pass ``value=metric`` to the updates after which torch calls ``scheduler.step(metric)``
+        (every update, or the last of each epoch), none to the others.
       steps_per_epoch: optimizer updates per ``scheduler.step()``: ``1`` when ``scheduler.step()``
         follows every ``optimizer.step()``, ``len(loader)`` when it is stepped once per epoch;
         epochs start at multiples of it. ``None`` infers it from the scheduler's ``last_epoch``
@@ -200,6 +203,7 @@ def from_torch(
         None if converted is None else converted.epoch,
         steps_per_epoch,
         update_count,
+        rate_needed=converted is None or not converted.plateau,
     )
     if converted is not None:
         converted = dataclasses.replace(converted, steps_per_epoch=clock.steps_per_epoch)
