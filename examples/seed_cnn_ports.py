@@ -14,13 +14,14 @@ padded pooling (:func:`maxpool_padding_same`). Where each one is found:
 ==================================  ==========================================================
 port                                first divergence
 ==================================  ==========================================================
-``correct``, ``correct_variant``    none
+``correct``, ``correct_*``          none
 ``maxpool_padding_same``            activation of ``conv2`` (flax "SAME" pads (0, 1), torch (1, 1))
 ``batchnorm_running_var_unconverted``  model state ``bn1.running_var`` (biased vs unbiased)
 ``kernel_not_transposed``           activation of ``conv1`` (kernel = weight.T swaps H and W)
 ``loss_sum_not_mean``               loss
 ``clip_after_weight_decay``         update (the clipped vector includes the L2 term)
 ``eps_inside_sqrt``                 update (optax's eps_root: sqrt(v + eps))
+``schedule_off_by_one``             update at step 2 (one common factor 0.5: the lr schedule)
 ==================================  ==========================================================
 """
 
@@ -158,6 +159,28 @@ def eps_inside_sqrt() -> Port:
         "seed CNN, Adam eps inside sqrt",
         transform=optax.chain(optax.scale_by_adam(eps=0.0, eps_root=1e-8), optax.scale(-1e-3)),
     )
+
+
+def _sgd_with_step_lr(name: str, lr: Any) -> Port:
+    import torch
+
+    return _seed_cnn_port(
+        name,
+        torch_optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=0.05),
+        torch_scheduler=lambda optimizer: torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5),
+        transform=fo.sgd(lr=lr),
+    )
+
+
+def correct_schedule() -> Port:
+    """SGD with ``StepLR(step_size=2, gamma=0.5)`` stepped after every update, ported as ``fo.step_lr``."""
+    return _sgd_with_step_lr("seed CNN, SGD + StepLR (correct)", fo.step_lr(0.05, step_size=2, gamma=0.5))
+
+
+def schedule_off_by_one() -> Port:
+    """The schedule is read one update ahead (the count after the increment), a classic off-by-one."""
+    schedule = fo.step_lr(0.05, step_size=2, gamma=0.5)
+    return _sgd_with_step_lr("seed CNN, StepLR one step early", lambda count: schedule(count + 1))
 
 
 class TorchBatchNorm(nn.Module):

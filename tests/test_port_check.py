@@ -56,10 +56,17 @@ def test_broken_port_is_located(factory):
         assert any("epsilon" in item for item in report.evidence), report.evidence
 
 
-def test_free_running_checks_parameters():
-    report = port_check.compare_training(ports.correct_clipping(), steps=3, resync=False)
+def test_free_running_with_a_scheduler_checks_parameters():
+    report = port_check.compare_training(ports.correct_schedule(), steps=4, resync=False)
     assert report.passed, str(report)
     assert any(check.stage == "parameters" for check in report.checks)
+
+
+def test_schedule_off_by_one_is_a_common_factor_in_the_update():
+    report = port_check.compare_training(ports.schedule_off_by_one(), steps=3)
+    assert (report.first.step, report.first.stage) == (2, "update"), str(report)
+    assert report.causes[0].startswith("learning-rate schedule timing"), report.causes
+    assert any("same factor 0.5" in item for item in report.evidence), report.evidence
 
 
 def test_float32_correct_port_passes():
