@@ -43,8 +43,26 @@ def is_bias_or_norm(path: str, leaf: Any) -> bool:
     """True for biases and normalization scales: leaves with at most one dimension, or named ``bias``.
 
     This is the usual "no weight decay" set (1-D LayerNorm / BatchNorm scales and offsets, all
-    biases, scalar temperatures).
+    biases, scalar temperatures). A selector predicate: :func:`param_groups` calls it on every
+    leaf.
+
+    Args:
+      path: the leaf's path string, its keys joined by ``/`` (``"dense/bias"``; see
+        :func:`path_string`).
+      leaf: the parameter (an array; ``np.shape`` gives its dimensions).
+
+    Raises:
+      TypeError: if ``path`` is not a string.
+
+    PyTorch equivalence:
+      ``p.ndim <= 1 or name.endswith("bias")`` over ``model.named_parameters()`` (torch names
+      join keys with ``.``; the HuggingFace and nanoGPT recipes select the same tensors).
     """
+    if not isinstance(path, str):
+        raise TypeError(
+            f"is_bias_or_norm(path, leaf): path must be the leaf's path string (e.g. 'dense/bias'), "
+            f"got {type(path).__name__}"
+        )
     return len(np.shape(leaf)) <= 1 or path.rsplit("/", 1)[-1] == "bias"
 
 
@@ -249,10 +267,26 @@ def param_groups(
     return optax.GradientTransformationExtraArgs(routed.init, update_fn)
 
 
+_ORDERS = (("decay", "no_decay"), ("no_decay", "decay"))
+
+
+def _negated(index: int, selector: Selector) -> Callable[[Any], Any]:
+    """An optax-style mask function selecting the leaves ``selector`` does not select."""
+    select = _compile_selector(index, selector)
+
+    def mask(tree: Any) -> Any:
+        flat_with_paths, treedef = jax.tree_util.tree_flatten_with_path(tree)
+        chosen = select(tree, [(path_string(path), leaf) for path, leaf in flat_with_paths])
+        return jax.tree.unflatten(treedef, [not c for c in chosen])
+
+    return mask
+
+
 def no_decay_on_bias_and_norm(
     optimizer: Callable[..., optax.GradientTransformation],
     *,
     exclude: Selector = is_bias_or_norm,
+    order: tuple[str, str] = ("decay", "no_decay"),
     **hyperparameters: Any,
 ) -> optax.GradientTransformationExtraArgs:
     """The classic two groups: ``weight_decay=0`` for biases and normalization scales.
@@ -261,16 +295,24 @@ def no_decay_on_bias_and_norm(
       optimizer: a factory taking ``weight_decay`` (``fo.sgd``, ``fo.adamw``, ``fo.rmsprop``, ...).
       exclude: the selector of the leaves without weight decay (default
         :func:`is_bias_or_norm`: leaves with at most one dimension, or named ``bias``).
+      order: the group indices: ``("decay", "no_decay")`` (default: group 0 decays, group 1 holds
+        the excluded leaves, as the HuggingFace Trainer and nanoGPT build their groups, so a
+        state converted by ``fo.from_torch`` from such an optimizer has this layout) or
+        ``("no_decay", "decay")``.
       **hyperparameters: the optimizer's hyperparameters, ``weight_decay`` included.
 
     Returns:
-      ``param_groups(optimizer, [{"params": exclude, "weight_decay": 0.0}], default_group=True,
-      **hyperparameters)``.
+      ``param_groups(optimizer, groups, **hyperparameters)`` with the two groups in ``order``
+      (group indices are the labels of ``fo.set_hyperparams(state, group=...)``).
+
+    Raises:
+      ValueError: for an ``order`` other than the two above.
 
     PyTorch equivalence:
-      ``torch.optim.AdamW([{"params": decay, ...}, {"params": no_decay, "weight_decay": 0.0}],
-      ...)`` with ``no_decay = [p for p in model.parameters() if p.ndim <= 1]`` (the timm / GPT
-      recipe). Group 0 holds the excluded leaves, group 1 the decayed ones.
+      ``torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
+      weight_decay=...)`` with ``no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1
+      or n.endswith("bias")]`` (HuggingFace's ``get_parameter_names`` / nanoGPT's
+      ``configure_optimizers``).
 
     Example:
       >>> import jax.numpy as jnp, functional_optreg as fo
@@ -281,4 +323,10 @@ def no_decay_on_bias_and_norm(
       >>> updates["kernel"], updates["bias"]  # Adam's first step is -lr; the kernel also decays
       (Array([[-0.15, -0.15]], dtype=float32), Array([-0.1, -0.1], dtype=float32))
     """
-    return param_groups(optimizer, [{"params": exclude, "weight_decay": 0.0}], default_group=True, **hyperparameters)
+    order = tuple(order)  # type: ignore[assignment]
+    if order not in _ORDERS:
+        raise ValueError(f"order must be one of {list(_ORDERS)}, got {order!r}")
+    no_decay = {"params": exclude, "weight_decay": 0.0}
+    decay = {"params": _negated(0, exclude)}
+    groups = [decay, no_decay] if order == _ORDERS[0] else [no_decay, decay]
+    return param_groups(optimizer, groups, **hyperparameters)

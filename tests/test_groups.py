@@ -146,8 +146,8 @@ def test_empty_group_is_allowed_and_untouched():
     tx = fo.no_decay_on_bias_and_norm(fo.sgd, lr=0.1, momentum=0.9, weight_decay=0.1)
     updates, state = jax.jit(lambda p: _step(tx, p))(params)
     np.testing.assert_allclose(updates["kernel"], -0.1 * (1 + 0.1) * np.ones((2, 2)), rtol=1e-6)
-    assert int(state.inner_states[0].inner_state.step) == 0
-    assert int(state.inner_states[1].inner_state.step) == 1
+    assert int(state.inner_states[0].inner_state.step) == 1  # decay: the kernel
+    assert int(state.inner_states[1].inner_state.step) == 0  # no decay: empty
 
 
 def test_is_bias_or_norm_selection():
@@ -165,13 +165,54 @@ def test_is_bias_or_norm_selection():
     assert chosen == {"LayerNorm_0/scale", "LayerNorm_0/bias", "Dense_0/bias", "rel_pos/bias", "temperature"}
 
 
-def test_one_liner_puts_excluded_leaves_in_group_zero_without_decay():
-    tx = fo.no_decay_on_bias_and_norm(fo.sgd, lr=1.0, weight_decay=0.5)
+@pytest.mark.parametrize("order", [("decay", "no_decay"), ("no_decay", "decay")])
+def test_one_liner_excludes_bias_and_norm_from_decay_in_the_order_asked(order):
+    tx = fo.no_decay_on_bias_and_norm(fo.sgd, lr=1.0, momentum=0.9, weight_decay=0.5, order=order)
     params = _params()
-    updates, _ = _step(tx, params, jax.tree.map(jnp.zeros_like, params))
+    updates, state = _step(tx, params, jax.tree.map(jnp.zeros_like, params))
     assert float(updates["encoder"]["kernel"][0, 0]) == -0.5
     assert float(updates["encoder"]["norm"]["scale"][0]) == 0.0
     assert float(updates["head"][1][0]) == 0.0
+    decay = order.index("decay")
+    momentum = state.inner_states[decay].inner_state.momentum_buffer
+    assert isinstance(momentum["encoder"]["bias"], optax.MaskedNode)
+    assert not isinstance(momentum["encoder"]["kernel"], optax.MaskedNode)
+
+
+def test_default_order_is_torch_recipes_and_fits_a_bridged_state():
+    """HuggingFace / nanoGPT build [decay, no_decay]: from_torch of such an AdamW gives the same
+    group of each leaf as the one-liner, so its moments line up with our groups."""
+    with jax.enable_x64(True):
+        model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.LayerNorm(2)).double()
+        decay = [p for n, p in model.named_parameters() if p.ndim > 1 and not n.endswith("bias")]
+        no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1 or n.endswith("bias")]
+        optimizer = torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=0.01)
+        for p in model.parameters():
+            p.grad = torch.ones_like(p)
+        optimizer.step()
+        names = dict(model.named_parameters())
+        tree = {name.replace(".", "/"): jnp.asarray(p.detach().numpy()) for name, p in names.items()}
+        bridged, state = fo.from_torch(
+            optimizer, module=model, params=(tree, {n: (n.replace(".", "/"),) for n in names})
+        )
+        ours = fo.no_decay_on_bias_and_norm(fo.adamw, lr=0.01).init(tree)
+        for g in range(2):
+            theirs = state.inner_states[g].inner_state.inner_state.exp_avg
+            mine = ours.inner_states[g].inner_state.exp_avg
+            assert jax.tree.map(lambda x: isinstance(x, optax.MaskedNode), theirs, is_leaf=_masked) == jax.tree.map(
+                lambda x: isinstance(x, optax.MaskedNode), mine, is_leaf=_masked
+            )
+
+
+def _masked(node):
+    return isinstance(node, optax.MaskedNode)
+
+
+def test_order_and_is_bias_or_norm_arguments_are_checked():
+    with pytest.raises(ValueError, match=r"order must be one of \[\('decay', 'no_decay'\), .*got \('decay',\)"):
+        fo.no_decay_on_bias_and_norm(fo.sgd, order=("decay",))
+    with pytest.raises(TypeError, match="path must be the leaf's path string .*got NoneType"):
+        fo.is_bias_or_norm(None, jnp.ones(2))
 
 
 def test_inject_hyperparams_optimizer_exposes_each_groups_values():
