@@ -155,7 +155,23 @@ def compare_training(
         finally:
             run.close()
     causes, evidence = _diagnose(first, run, context)
-    return PortReport(port.name, dtype, steps, resync, checks, first, causes, evidence, np.asarray(losses))
+    report = PortReport(port.name, dtype, steps, resync, checks, first, causes, evidence, np.asarray(losses))
+    report.notes = _notes(run, {check.stage for check in checks})
+    return report
+
+
+def _notes(run: _port_engine.Run, stages: set[str]) -> list[str]:
+    """What the run could not compare, so that a missing column is not read as a match."""
+    notes = []
+    torch_keys = sorted({key for entries in run.optimizer.state.values() for key in entries})
+    if torch_keys and "optimizer state" not in stages:
+        notes.append(
+            f"optimizer state not compared: no field of the transform's state is named like torch's state keys "
+            f"({', '.join(torch_keys)}); the update stage still checks the optimizer"
+        )
+    if run.port.activations is not False and "activation" not in stages:
+        notes.append("activations not compared: no hooked torch submodule produced a tensor")
+    return notes
 
 
 def _diagnose(first: Check | None, run: _port_engine.Run, context: Mapping[str, Any]) -> tuple[list[str], list[str]]:

@@ -156,6 +156,7 @@ class PortReport:
       causes: the known causes for ``first``'s stage (most specific first).
       evidence: what the numbers at ``first`` say about which cause it is.
       losses: per step, ``(torch, ours)``.
+      notes: stages that could not be compared, and why.
     """
 
     name: str
@@ -167,6 +168,7 @@ class PortReport:
     causes: list[str]
     evidence: list[str]
     losses: np.ndarray
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -211,6 +213,7 @@ class PortReport:
             if self.evidence:
                 lines.append("evidence:")
                 lines += [f"  - {item}" for item in self.evidence]
+        lines += [f"note: {note}" for note in self.notes]
         lines.append("error / tolerance per stage (largest over the stage's items; * = out of tolerance):")
         lines.append(self.table())
         return "\n".join(lines)
