@@ -186,9 +186,27 @@ def _update_scale(state: GradScalerState, found_inf: jax.Array) -> tuple[jax.Arr
     return scale, tracker
 
 
-def scale_loss(loss: Any, state: GradScalerState) -> jax.Array:
-    """``loss`` times the current scale, as ``scaler.scale(loss)`` (float16 losses give float32, as in torch)."""
-    return loss * state.scale
+def _find_scaler_state(state: Any) -> GradScalerState | None:
+    if isinstance(state, GradScalerState):
+        return state
+    children = state.values() if isinstance(state, dict) else state if isinstance(state, (tuple, list)) else ()
+    for child in children:
+        found = _find_scaler_state(child)
+        if found is not None:
+            return found
+    return None
+
+
+def scale_loss(loss: Any, state: Any) -> jax.Array:
+    """``loss`` times the current scale, as ``scaler.scale(loss)`` (float16 losses give float32, as in torch).
+
+    ``state`` is a :class:`GradScalerState` or any optimizer state holding one (e.g. the state of
+    ``fo.mixed_precision(fo.grad_scaler(tx))``); the first one found is used.
+    """
+    found = _find_scaler_state(state)
+    if found is None:
+        raise ValueError(f"scale_loss needs the state of a fo.grad_scaler transform; got a {type(state).__name__}")
+    return loss * found.scale
 
 
 def grad_scaler_state_dict(state: GradScalerState) -> dict[str, Any]:

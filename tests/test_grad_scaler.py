@@ -263,6 +263,7 @@ def test_float16_params_with_float32_master_weights():
     tx = fo.mixed_precision(fo.grad_scaler(fo.sgd(lr=0.5), init_scale=4.0))
     params = {"w": jnp.ones(2, jnp.float16)}
     state = tx.init(params)
+    assert float(fo.scale_loss(jnp.asarray(1.0), state)) == 4.0  # found inside the mixed_precision state
     updates, state = tx.update({"w": jnp.full(2, 4.0, jnp.float16)}, state, params)
     assert optax.apply_updates(params, updates)["w"].dtype == jnp.float16
     np.testing.assert_array_equal(state.master_params["w"], np.full(2, 0.5, np.float32))
@@ -338,3 +339,8 @@ def test_factors_changed_mid_run_like_torch_setters():
         _, state = step(jnp.full(3, value), state, params)
         assert grad_scaler_state_dict(state) == scaler.state_dict(), f"step {index}"
     assert step._cache_size() == 1
+
+
+def test_scale_loss_needs_a_scaler_state():
+    with pytest.raises(ValueError, match="scale_loss needs the state of a fo.grad_scaler transform; got a SGDState"):
+        fo.scale_loss(jnp.asarray(1.0), fo.sgd(lr=0.1).init(jnp.ones(2)))
