@@ -116,9 +116,12 @@ def grad_scaler(
       growth_interval, enabled)`` with ``scaler.scale(loss)``, ``scaler.step(optimizer)`` and
       ``scaler.update()`` once per iteration. The scale is float32; ``1/S`` is taken in float64
       and rounded to float32 and the factors multiply in float64, as torch's kernels do, when
-      ``jax_enable_x64`` is on; without it both are float32 operations, which give the same
-      float32 result whenever ``S`` is a power of two and the factors are float32-representable
-      (the defaults). Unlike torch, ``growth_interval`` and ``init_scale`` must be positive.
+      ``jax_enable_x64`` is on. Without it both are float32 operations: ``1/S`` still equals
+      torch's (rounding a quotient through float64, which has more than 2·24 + 2 bits, gives the
+      correctly rounded float32 quotient), and so do the scale's products whenever the factors
+      are float32-representable, as the defaults are (the float64 product of two float32
+      numbers is exact); other factors are rounded to float32 first. Unlike torch,
+      ``growth_interval`` and ``init_scale`` must be positive.
 
     Example:
       >>> import jax, jax.numpy as jnp, functional_optreg as fo

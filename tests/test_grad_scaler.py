@@ -344,3 +344,11 @@ def test_factors_changed_mid_run_like_torch_setters():
 def test_scale_loss_needs_a_scaler_state():
     with pytest.raises(ValueError, match="scale_loss needs the state of a fo.grad_scaler transform; got a SGDState"):
         fo.scale_loss(jnp.asarray(1.0), fo.sgd(lr=0.1).init(jnp.ones(2)))
+
+
+def test_inverse_scale_without_x64_equals_torchs_float64_route():
+    """float32 1/S (x64 off) equals torch's float32(1/float64(S)) for arbitrary float32 scales."""
+    scales = np.random.default_rng(3).uniform(1.0, 2.0**24, size=2000).astype(np.float32)
+    ours = np.asarray(1.0 / jnp.asarray(scales))
+    theirs = torch.from_numpy(scales).double().reciprocal().float().numpy()
+    np.testing.assert_array_equal(ours, theirs)
