@@ -197,6 +197,8 @@ def _diagnose(first: Check | None, run: _port_engine.Run, context: Mapping[str, 
         delta = _port_engine.to_jax_layout(torch_side["after"][name] - torch_side["before"][name], entry.permutation)
         grad = _port_engine.to_jax_layout(torch_side["grads"][name], entry.permutation)
         evidence += update_evidence(np.asarray(_port_engine.get(context["updates"], entry.path)), delta, grad)
+        if run.port.torch_clip is not None:
+            evidence.append("torch clips the gradients between backward() and optimizer.step()")
         priorities = _update_priorities(run, evidence)
     return causes_for(first.stage, priorities), evidence
 
@@ -211,7 +213,6 @@ def _update_priorities(run: _port_engine.Run, evidence: list[str]) -> list[str]:
         priorities.append("learning-rate")
     if run.port.torch_clip is not None:
         priorities.append("clipping order")
-        evidence.append("torch clips the gradients between backward() and optimizer.step()")
     if float(defaults.get("weight_decay", 0.0) or 0.0) > 0:
         priorities.append("weight decay")
     if run.scheduler is not None:
