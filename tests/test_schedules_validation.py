@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 import torch
 
@@ -209,3 +212,47 @@ def test_sequential_restart_that_divides_by_zero_in_torch(second, torch_second):
         fo.sequential_lr([fo.step_lr(0.1, 2), second()], [2])
     # A member that never gets restarted (equal milestones skip it) is fine.
     fo.sequential_lr([fo.step_lr(0.1, 2), second(), fo.step_lr(0.1, 3)], [2, 2])
+
+
+def _hf_linear_warmup(warmup, total):
+    """HuggingFace's get_linear_schedule_with_warmup lr_lambda, as written there (Python ``if``)."""
+
+    def lr_lambda(current_step):
+        if current_step < warmup:
+            return float(current_step) / float(max(1, warmup))
+        return max(0.0, float(total - current_step) / float(max(1, total - warmup)))
+
+    return lr_lambda
+
+
+def test_untraceable_user_functions_fail_at_construction_naming_them():
+    for factory in (fo.lambda_lr, fo.multiplicative_lr):
+        with pytest.raises(ValueError, match=r"lr_lambda '.*lr_lambda' is not jnp-traceable.*jnp\.where"):
+            factory(0.1, _hf_linear_warmup(5, 50))
+
+    def scale(cycle):
+        return 1.0 if cycle < 3 else 0.5
+
+    with pytest.raises(ValueError, match=r"scale_fn '.*scale' is not jnp-traceable.*jnp\.where"):
+        fo.cyclic_lr(0.01, 0.1, step_size_up=2, scale_fn=scale)
+
+
+def test_hf_warmup_rewritten_with_jnp_where_matches_torch():
+    """The rewrite the message suggests gives torch's LambdaLR lrs over 60 steps (float64)."""
+    warmup, total = 5, 50
+
+    def rewritten(step):
+        step = jnp.asarray(step, jnp.result_type(float))
+        return jnp.where(step < warmup, step / warmup, jnp.maximum(0.0, (total - step) / (total - warmup)))
+
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _hf_linear_warmup(warmup, total))
+    expected = []
+    for _ in range(60):
+        expected.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    with jax.enable_x64(True):
+        schedule = fo.lambda_lr(0.3, rewritten)
+        ours = [float(schedule(c)) for c in range(60)]
+    np.testing.assert_allclose(ours, expected, rtol=1e-12, atol=0)

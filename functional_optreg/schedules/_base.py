@@ -139,6 +139,24 @@ def check_lr_lambda(lr_lambda: Any) -> Callable[[jax.Array], Any]:
     return lr_lambda
 
 
+def check_traceable(fn: Callable[[jax.Array], Any], what: str) -> Callable[[jax.Array], Any]:
+    """``fn``, once traced on an abstract integer epoch: schedules run inside jitted updates, so a
+    function that only works on Python numbers fails here, at construction, naming itself."""
+    try:
+        jax.eval_shape(fn, jax.ShapeDtypeStruct((), int_dtype()))
+    except Exception as error:  # noqa: BLE001 - any failure means it cannot run under jit
+        name = getattr(fn, "__qualname__", type(fn).__name__)
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ValueError(
+            f"{what} {name!r} is not jnp-traceable, so it cannot run inside a jitted update "
+            f"({type(error).__name__}: {detail}). It is called with a traced integer epoch: "
+            "write Python branches on it with jnp.where (`1.0 if e < w else 0.5` → "
+            "`jnp.where(e < w, 1.0, 0.5)`), min/max with jnp.minimum/jnp.maximum and math.* "
+            "with jnp.*."
+        ) from error
+    return fn
+
+
 def check_single(name: str, value: Any) -> Any:
     """Torch accepts one value per param group; a schedule serves one group."""
     if isinstance(value, (list, tuple)):

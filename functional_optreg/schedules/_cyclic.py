@@ -12,6 +12,7 @@ from functional_optreg.schedules._base import (
     TorchSchedule,
     as_count,
     check_single,
+    check_traceable,
     float_dtype,
     int_dtype,
     zero_epoch,
@@ -35,7 +36,9 @@ def _cyclic_profile(
             "CyclicLR with step_size_up=0 divides by zero at epoch 0 (torch raises "
             "ZeroDivisionError in its constructor)."
         )
-    if scale_fn is None:
+    if scale_fn is not None:
+        check_traceable(scale_fn, "scale_fn")
+    else:
         if mode == "triangular":
             scale_fn, scale_mode = (lambda x: 1.0), "cycle"
         elif mode == "triangular2":

@@ -13,6 +13,7 @@ from functional_optreg.schedules._base import (
     check_base_lr,
     check_lr_lambda,
     check_steps_per_epoch,
+    check_traceable,
     float_dtype,
     int_dtype,
     zero_epoch,
@@ -29,7 +30,8 @@ def lambda_lr(lr: float, lr_lambda: Callable[[jax.Array], Any], *, steps_per_epo
     Args:
       lr: the optimizer's base lr :math:`\gamma_0`.
       lr_lambda: :math:`f`, a jnp-traceable function of the integer epoch (``lambda e: 0.95**e``
-        works; ``math`` functions and Python ``if`` on the epoch do not trace).
+        works; ``math`` functions and Python ``if`` on the epoch do not trace: use ``jnp.*`` and
+        ``jnp.where``). It is traced once here, so one that cannot be fails now, naming itself.
       steps_per_epoch: updates per scheduler step; the update ``c`` uses epoch
         ``c // steps_per_epoch``.
 
@@ -47,7 +49,7 @@ def lambda_lr(lr: float, lr_lambda: Callable[[jax.Array], Any], *, steps_per_epo
       [0.1, 0.05, 0.0333, 0.025]
     """
     lr = check_base_lr(lr)
-    fn = check_lr_lambda(lr_lambda)
+    fn = check_traceable(check_lr_lambda(lr_lambda), "lr_lambda")
 
     def at_epoch(epoch):
         return lr * fn(epoch)
@@ -104,7 +106,7 @@ def multiplicative_lr(lr: float, lr_lambda: Callable[[jax.Array], Any], *, steps
       [1.0, 0.5, 0.25, 0.125]
     """
     lr = check_base_lr(lr)
-    fn = check_lr_lambda(lr_lambda)
+    fn = check_traceable(check_lr_lambda(lr_lambda), "lr_lambda")
 
     def restarted(epoch, previous):
         return _running_product(fn, previous() * fn(zero_epoch()), 1, epoch)

@@ -42,11 +42,18 @@ def reduce_lr_on_plateau(
     r"""``torch.optim.lr_scheduler.ReduceLROnPlateau``: cut the lr when a metric stops improving.
 
     Chain it *after* an optimizer built with the same base lr; it multiplies the optimizer's
-    updates by :math:`\gamma_t / \gamma_0`, where :math:`\gamma_t` is the current lr. An update
-    given the metric as the extra argument ``value`` decides, as torch's
-    ``scheduler.step(metric)`` does, the lr of the *next* update; an update without one
-    (``value=None``, or no ``value``) decides nothing, so the same chain serves a loop that
-    evaluates every update and one that evaluates once per epoch:
+    updates by :math:`\gamma_t / \gamma_0`, where :math:`\gamma_t` is the current lr. A metric
+    is given with an update, as an extra argument, and decides as torch's
+    ``scheduler.step(metric)`` does:
+
+    * ``value=metric``: ``scheduler.step(metric)`` right *after* this update (a per-update loop
+      stepping on the batch loss): the metric sets the lr of the *next* update;
+    * ``epoch_value=metric``: ``scheduler.step(metric)`` ran *before* this update (a per-epoch
+      loop: the validation metric of the epoch that just ended, given with the first update of
+      the next epoch): the metric sets the lr of *this* update;
+    * neither (``None``): no decision, so the same chain serves per-update and per-epoch loops.
+
+    The decision:
 
     .. math::
 
@@ -77,15 +84,15 @@ def reduce_lr_on_plateau(
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; call ``update(updates, state, params,
-      value=metric)`` on the updates that end an evaluation period (every update, or the last of
-      each epoch) and ``update(updates, state, params)`` on the others. ``state.last_lr`` (or
+      value=metric)`` (or ``epoch_value=metric``) where torch steps the scheduler and
+      ``update(updates, state, params)`` elsewhere. ``state.last_lr`` (or
       ``optax.tree.get(state, "last_lr")`` in a chain) is the lr of the next update.
 
     PyTorch equivalence:
       ``ReduceLROnPlateau(optimizer, mode, factor, patience, threshold, threshold_mode, cooldown,
-      min_lr, eps)`` with ``scheduler.step(metric)`` after the ``optimizer.step()`` that gets
-      ``value=metric`` (per update, or once per epoch as pytorch/examples' word_language_model
-      does): the metric given with update :math:`t` sets the lr of update :math:`t+1`. A NaN metric counts as bad, as in
+      min_lr, eps)``: ``optimizer.step(); scheduler.step(loss)`` per update is ``value=loss``;
+      ``scheduler.step(val_loss)`` once per epoch (pytorch/examples' word_language_model) is
+      ``epoch_value=val_loss`` on the next epoch's first update. A NaN metric counts as bad, as in
       torch. Torch's per-group ``min_lr`` list becomes one transform per param group.
 
     Example:
@@ -133,16 +140,8 @@ def reduce_lr_on_plateau(
             last_epoch=_scalars.zero_step(),
         )
 
-    def update_fn(updates, state, params=None, *, value=None, **extra_args):
-        del params, extra_args
-        if lr == 0:
-            scale = jnp.ones([], state.last_lr.dtype)
-        else:
-            scale = state.last_lr / lr
-        updates = jax.tree.map(lambda u: (u * scale).astype(jnp.result_type(u)), updates)
-        if value is None:
-            return updates, state
-
+    def decide(state, value):
+        """Torch's ``scheduler.step(value)``: the lr of the updates that follow."""
         current = jnp.asarray(value).astype(state.best.dtype)
         better = is_better(current, state.best)
         best = jnp.where(better, current, state.best)
@@ -153,12 +152,25 @@ def reduce_lr_on_plateau(
         reduce = num_bad_epochs > patience
         new_lr = jnp.maximum(state.last_lr * factor, min_lr)
         last_lr = jnp.where(reduce & (state.last_lr - new_lr > eps), new_lr, state.last_lr)
-        return updates, ReduceLROnPlateauState(
+        return ReduceLROnPlateauState(
             last_lr=last_lr.astype(state.last_lr.dtype),
             best=best,
             num_bad_epochs=jnp.where(reduce, 0, num_bad_epochs).astype(jnp.int32),
             cooldown_counter=jnp.where(reduce, cooldown, cooldown_counter).astype(jnp.int32),
             last_epoch=_scalars.increment(state.last_epoch),
         )
+
+    def update_fn(updates, state, params=None, *, value=None, epoch_value=None, **extra_args):
+        del params, extra_args
+        if epoch_value is not None:
+            state = decide(state, epoch_value)
+        if lr == 0:
+            scale = jnp.ones([], state.last_lr.dtype)
+        else:
+            scale = state.last_lr / lr
+        updates = jax.tree.map(lambda u: (u * scale).astype(jnp.result_type(u)), updates)
+        if value is not None:
+            state = decide(state, value)
+        return updates, state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

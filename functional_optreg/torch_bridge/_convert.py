@@ -24,12 +24,20 @@ def _param_names(optimizer: Any, module: Any) -> list[str | None]:
     if module is not None:
         by_id = {id(tensor): name for name, tensor in module.named_parameters()}
     names: list[str | None] = []
-    for group in optimizer.param_groups:
+    for g, group in enumerate(optimizer.param_groups):
         group_names = group.get("param_names")
         if group_names is not None:
             names.extend(group_names)
-        else:
-            names.extend(by_id.get(id(tensor)) for tensor in group["params"])
+            continue
+        for tensor in group["params"]:
+            if module is not None and id(tensor) not in by_id:
+                raise ValueError(
+                    f"a tensor of shape {tuple(tensor.shape)} in param group {g} is not a parameter of the "
+                    f"module given ({type(module).__name__}): the optimizer was built over other tensors, "
+                    "e.g. those of a deep copy of the model or of a model reloaded since; pass the module "
+                    "whose parameters the optimizer holds."
+                )
+            names.append(by_id.get(id(tensor)))
     return names
 
 

@@ -143,8 +143,9 @@ def tree_layout(tree: Any, mapping: NameMapping, torch_params: Sequence[Any], na
     for index, (tensor, name) in enumerate(zip(torch_params, names)):
         if name is None:
             raise ValueError(
-                f"torch parameter {index} has no name: build the optimizer from "
-                "module.named_parameters() or pass module= so its names can be looked up."
+                f"torch parameter {index} has no name: the optimizer was not built from named "
+                "parameters and no module= was given; pass module=<the nn.Module that holds it> or "
+                "build the optimizer from module.named_parameters()."
             )
         if callable(mapping):
             target = as_param_path(mapping(name), name)

@@ -50,18 +50,6 @@ class ShiftedSchedule:
         return jnp.asarray(self.schedule(epoch + self.offset), float_dtype())
 
 
-def _check_traceable(fn: Callable, what: str) -> None:
-    try:
-        jax.eval_shape(fn, jax.ShapeDtypeStruct((), jnp.int32))
-    except Exception as error:  # noqa: BLE001 - any failure means it cannot become a schedule
-        name = getattr(fn, "__qualname__", type(fn).__name__)
-        raise ValueError(
-            f"{what} {name!r} is not jnp-traceable, so it cannot become a JAX schedule "
-            f"({type(error).__name__}: {error}). Rewrite it with jnp operations on the epoch "
-            "(no math.*, no Python branching on the epoch)."
-        ) from error
-
-
 def _member_name(scheduler: Any) -> str:
     import torch
 
@@ -86,11 +74,12 @@ def _pct_start(end_step: float, total_steps: int) -> float:
 def _group_schedule(name: str, scheduler: Any, group: int) -> tuple[Any, Any]:
     """``(lr schedule of the epoch, momentum schedule or None)`` for one param group."""
     import functional_optreg.schedules as fs
+    from functional_optreg.schedules._base import check_traceable
 
     base: Any = scheduler.base_lrs[group] if hasattr(scheduler, "base_lrs") else None
     if name in ("LambdaLR", "MultiplicativeLR"):
         fn = scheduler.lr_lambdas[group]
-        _check_traceable(fn, f"{name} lr_lambda")
+        check_traceable(fn, f"{name} lr_lambda")
         factory = fs.lambda_lr if name == "LambdaLR" else fs.multiplicative_lr
         return factory(base, fn), None
     if name == "StepLR":
@@ -112,7 +101,7 @@ def _group_schedule(name: str, scheduler: Any, group: int) -> tuple[Any, Any]:
     if name == "CyclicLR":
         custom = scheduler._scale_fn_custom
         if custom is not None:
-            _check_traceable(custom, "CyclicLR scale_fn")
+            check_traceable(custom, "CyclicLR scale_fn")
         up = int(round(scheduler.step_ratio * scheduler.total_size))
         kwargs = dict(
             base_lr=base,
