@@ -22,6 +22,7 @@ port                                first divergence
 ``clip_after_weight_decay``         update (the clipped vector includes the L2 term)
 ``eps_inside_sqrt``                 update (optax's eps_root: sqrt(v + eps))
 ``schedule_off_by_one``             update at step 2 (one common factor 0.5: the lr schedule)
+``flatten_channels_last``           activation of ``fc1`` (NHWC flatten feeding a Linear layer)
 ==================================  ==========================================================
 """
 
@@ -215,11 +216,13 @@ class SeedCNNVariant(nn.Module):
     """The seed CNN with an optional BatchNorm after ``conv1`` and 3×3 stride-2 pooling padded by 1.
 
     ``pool_padding`` is ``"torch"`` (symmetric, as ``max_pool2d(x, 3, 2, padding=1)``) or ``"SAME"``;
-    ``batchnorm`` is ``None``, ``"torch"`` (:class:`TorchBatchNorm`) or ``"flax"`` (``nn.BatchNorm``).
+    ``batchnorm`` is ``None``, ``"torch"`` (:class:`TorchBatchNorm`) or ``"flax"`` (``nn.BatchNorm``);
+    ``channels_last_flatten`` flattens NHWC as it is, where torch's flatten is channel-major.
     """
 
     pool_padding: str = "torch"
     batchnorm: str | None = None
+    channels_last_flatten: bool = False
 
     @nn.compact
     def __call__(self, images: jax.Array) -> jax.Array:
@@ -232,8 +235,9 @@ class SeedCNNVariant(nn.Module):
         x = nn.max_pool(nn.relu(x), (3, 3), strides=(2, 2), padding=padding)
         x = nn.Conv(64, (3, 3), padding="SAME", name="conv2")(x)
         x = nn.max_pool(nn.relu(x), (3, 3), strides=(2, 2), padding=padding)
-        x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
-        x = nn.relu(nn.Dense(128, name="fc1")(x))
+        if not self.channels_last_flatten:  # torch flattens NCHW: channel-major
+            x = jnp.transpose(x, (0, 3, 1, 2))
+        x = nn.relu(nn.Dense(128, name="fc1")(x.reshape(x.shape[0], -1)))
         return nn.log_softmax(nn.Dense(NUM_CLASSES, name="fc2")(x))
 
 
@@ -287,3 +291,8 @@ def maxpool_padding_same() -> Port:
 def batchnorm_running_var_unconverted() -> Port:
     """torch's BatchNorm2d ported as flax's ``nn.BatchNorm``, whose running variance is the biased one."""
     return _variant_port("seed CNN, BatchNorm running variance", SeedCNNVariant("torch", "flax"), True)
+
+
+def flatten_channels_last() -> Port:
+    """The feature map is flattened in flax's NHWC order, so fc1's weight rows meet other features."""
+    return _variant_port("seed CNN, flatten channels-last", SeedCNNVariant("torch", None, True), False)

@@ -187,6 +187,10 @@ def _diagnose(first: Check | None, run: _port_engine.Run, context: Mapping[str, 
         if earlier:
             evidence.append(f"{first.name} ({kind}) diverges while the layers before it ({', '.join(earlier)}) match")
             priorities = ["pooling", "padding", "layout", "a kernel", "an activation"]
+            after_conv = any((layer_kind(run.module, name) or "").startswith("Conv") for name in earlier)
+            if kind == "Linear" and after_conv:
+                evidence.append("a Linear layer after convolutions: the flatten between them is the usual suspect")
+                priorities = ["layout", "pooling", "a kernel"]
         else:
             evidence.append(f"{first.name} ({kind}) is the first compared layer: its input is the batch itself")
             priorities = ["a kernel", "padding", "layout"]

@@ -23,6 +23,7 @@ BROKEN = {
     "loss_sum_not_mean": ("loss", "", "reduction: sum vs mean"),
     "clip_after_weight_decay": ("update", "conv1.weight", "clipping order"),
     "eps_inside_sqrt": ("update", "conv1.weight", "eps placement"),
+    "flatten_channels_last": ("activation", "fc1", "layout"),
 }
 
 
