@@ -1,4 +1,4 @@
-"""The seed CNN ported from torch to flax correctly, and with six classic mistakes.
+"""The seed CNN ported from torch to flax correctly, and with eight classic mistakes.
 
 Each public function is a *port factory* for the divergence locator: it takes no argument and
 returns a :class:`functional_optreg.port_check.Port`, so it runs from the command line::
@@ -7,23 +7,22 @@ returns a :class:`functional_optreg.port_check.Port`, so it runs from the comman
 
 or from Python with ``compare_training(eps_inside_sqrt())``. The torch side is the seed CNN
 (:mod:`examples.seed_cnn.model_torch`), weights mapped by :func:`functional_optreg.module_to_flax`;
-two mistakes need layers the seed CNN lacks, so they use a variant with a BatchNorm after
-``conv1`` (:func:`batchnorm_running_var_unconverted`) or with torchvision-style 3×3 stride-2
-padded pooling (:func:`maxpool_padding_same`). Where each one is found:
+three mistakes need layers the seed CNN lacks, so they use :class:`SeedCNNVariant`, with a
+BatchNorm after ``conv1`` or torchvision-style 3×3 stride-2 padded pooling. Where each is found:
 
-==================================  ==========================================================
-port                                first divergence
-==================================  ==========================================================
-``correct``, ``correct_*``          none
-``maxpool_padding_same``            activation of ``conv2`` (flax "SAME" pads (0, 1), torch (1, 1))
+=====================================  =======================================================
+port                                   first divergence
+=====================================  =======================================================
+``correct``, ``correct_*``             none
+``maxpool_padding_same``               activation of ``conv2`` (flax "SAME" pads (0, 1), torch (1, 1))
 ``batchnorm_running_var_unconverted``  model state ``bn1.running_var`` (biased vs unbiased)
-``kernel_not_transposed``           activation of ``conv1`` (kernel = weight.T swaps H and W)
-``loss_sum_not_mean``               loss
-``clip_after_weight_decay``         update (the clipped vector includes the L2 term)
-``eps_inside_sqrt``                 update (optax's eps_root: sqrt(v + eps))
-``schedule_off_by_one``             update at step 2 (one common factor 0.5: the lr schedule)
-``flatten_channels_last``           activation of ``fc1`` (NHWC flatten feeding a Linear layer)
-==================================  ==========================================================
+``kernel_not_transposed``              activation of ``conv1`` (kernel = weight.T swaps H and W)
+``loss_sum_not_mean``                  loss
+``clip_after_weight_decay``            update (the clipped vector includes the L2 term)
+``eps_inside_sqrt``                    update (optax's eps_root: sqrt(v + eps))
+``schedule_off_by_one``                update at step 2 (one common factor 0.5: the lr schedule)
+``flatten_channels_last``              activation of ``fc1`` (NHWC flatten feeding a Linear layer)
+=====================================  =======================================================
 """
 
 from __future__ import annotations
