@@ -5,6 +5,7 @@
     python -m parity --dtype float64 --quick
     python -m parity --report-dir reports/ # also a Markdown summary and PNG plots
     python -m parity port MODULE:FACTORY   # locate where a ported training step diverges (parity/port.py)
+    python -m parity fuzz --minutes 30 --seed 0  # differential testing on generated configurations
 
 Exit status 1 when any case is out of tolerance.
 """
@@ -45,12 +46,35 @@ def _run_seed_cnn(quick: bool):
     return reports
 
 
+def _fuzz_main(argv) -> int:
+    """``python -m parity fuzz``: generated configurations against torch (parity/fuzz.py)."""
+    from parity import fuzz
+
+    parser = argparse.ArgumentParser(prog="python -m parity fuzz", description=_fuzz_main.__doc__)
+    parser.add_argument("--minutes", type=float, default=None, help="run this long (default: until --count)")
+    parser.add_argument("--count", type=int, default=None, help="run this many configurations")
+    parser.add_argument("--seed", type=int, default=0, help="the generator's seed (same seed, same configurations)")
+    parser.add_argument("--steps", type=int, default=fuzz.STEPS, help="steps per configuration (at least 50)")
+    args = parser.parse_args(argv)
+    if args.minutes is None and args.count is None:
+        parser.error("give --minutes or --count")
+    started = time.perf_counter()
+    ran, steps, failures = fuzz.fuzz(args.seed, minutes=args.minutes, count=args.count, steps=args.steps)
+    print(
+        f"fuzz: {ran} configurations, {steps} steps compared, {len(failures)} failed "
+        f"({time.perf_counter() - started:.1f} s, seed {args.seed})"
+    )
+    return 1 if failures else 0
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["port"]:
         from parity.port import main as port_main
 
         return port_main(argv[1:])
+    if argv[:1] == ["fuzz"]:
+        return _fuzz_main(argv[1:])
     args = _parse(argv)
     started = time.perf_counter()
     results = run_catalog(families=args.optimizer, dtype=args.dtype, quick=args.quick, dry_run=args.list)

@@ -77,6 +77,13 @@ def full_like_tree(params: Any, value: Any) -> Any:
     return jax.tree.map(lambda p: _filled_like(p, value), params)
 
 
+def delta(new_p: jax.Array, p: jax.Array) -> jax.Array:
+    """The optax update taking ``p`` to torch's in-place result ``new_p``: ``new_p − p``, but
+    exactly 0 where the two are equal, so that a parameter torch leaves at ±inf stays there
+    (``inf − inf`` would make ``p + update`` NaN)."""
+    return jnp.where(new_p == p, jnp.zeros_like(new_p), new_p - p)
+
+
 def cast_tree_like(tree: Any, like: Any) -> Any:
     """Cast each leaf of ``tree`` to the dtype of the matching leaf of ``like``."""
     return jax.tree.map(lambda x, ref: jnp.asarray(x).astype(jnp.result_type(ref)), tree, like)

@@ -165,9 +165,10 @@ def adafactor(
             dtype = jnp.result_type(p)
             eps1_leaf = jnp.finfo(dtype).eps if eps1 is None else eps1
             numel = max(jnp.size(p), 1)
-            alpha = jnp.maximum(eps2, _l2_norm(p) / numel**0.5) * rho_t
+            relative_scale = _python_max(eps2, _l2_norm(p) / numel**0.5)
+            alpha = relative_scale * rho_t
             if float32_lr:
-                alpha32 = jnp.maximum(eps2, _l2_norm(p) / numel**0.5).astype(jnp.float32) * lr_t
+                alpha32 = relative_scale.astype(jnp.float32) * lr_t
             g = -g if maximize else g
             if _factored(g):
                 row_mean = jnp.square(_l2_norm(g, axis=-1, keepdims=True)) / g.shape[-1]
@@ -180,7 +181,7 @@ def adafactor(
                 variance = _scalars.lerp(variance, g * g, one_minus_beta2_t).astype(dtype)
                 var_estimate = variance
             update = jax.lax.rsqrt(jnp.maximum(var_estimate, eps1_leaf * eps1_leaf)) * g
-            denom = jnp.maximum(1.0, _l2_norm(update) / (numel**0.5 * d))
+            denom = _python_max(1.0, _l2_norm(update) / (numel**0.5 * d))
             scale = -alpha / denom
             if float32_lr:
                 scale = jnp.where(rho_is_float32_lr, (-alpha32 / denom.astype(jnp.float32)).astype(scale.dtype), scale)
@@ -201,3 +202,9 @@ def adafactor(
         return updates, AdafactorState(step, row_var, col_var, variance)
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _python_max(first: Any, second: jax.Array) -> jax.Array:
+    """Python's ``max(first, second)``, which torch applies to ``norm.item()``: ``second`` only
+    where it is larger, so a NaN norm gives ``first`` (``jnp.maximum`` would give NaN)."""
+    return jnp.where(second > first, second, jnp.asarray(first, jnp.result_type(second)))

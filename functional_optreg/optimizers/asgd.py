@@ -127,7 +127,7 @@ def asgd(
             eta = state.eta.astype(p.dtype)
             new_p = p * (1.0 - lambd * eta) + (-eta) * g
             ax = jnp.where(averaging, ax + (new_p - ax) * state.mu.astype(p.dtype), new_p)
-            return new_p - p, ax
+            return _common.delta(new_p, p), ax
 
         updates, ax = _common.map_leaves(leaf, grads, params, state.ax)
         t = jnp.asarray(step, jnp.result_type(float))

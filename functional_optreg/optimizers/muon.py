@@ -208,7 +208,7 @@ def muon(
                 # Decay, then step; as a delta, so that p + delta is torch's new parameter.
                 decayed = p * (1 - lr_t * weight_decay)
                 decayed = jnp.where(p == p, decayed, p)
-                return decayed + step - p, buf
+                return _common.delta(decayed + step, p), buf
             return step, buf
 
         updates, buffers = _common.map_leaves(leaf, grads, params, state.momentum_buffer)

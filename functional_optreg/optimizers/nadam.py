@@ -160,7 +160,7 @@ def nadam(
             # float32 this brings us about ten times closer to torch than summing the two terms.
             new_p = new_p + grad_step * g / denom
             new_p = new_p + avg_step * exp_avg / denom
-            return new_p - p, exp_avg, exp_avg_sq
+            return _common.delta(new_p, p), exp_avg, exp_avg_sq
 
         updates, exp_avg, exp_avg_sq = _common.map_leaves(leaf, grads, params, state.exp_avg, state.exp_avg_sq)
         return updates, NAdamState(step, mu_product, exp_avg, exp_avg_sq)

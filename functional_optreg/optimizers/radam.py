@@ -173,7 +173,7 @@ def radam(
             update = -jnp.where(rectify, momentum_step * adaptive_lr * rect, momentum_step)
             if decayed is not None:
                 # Decay then step, as torch does; the difference to p is exact (Sterbenz).
-                update = (decayed + update) - p
+                update = _common.delta(decayed + update, p)
             return update, exp_avg, exp_avg_sq
 
         updates, exp_avg, exp_avg_sq = _common.map_leaves(leaf, grads, params, state.exp_avg, state.exp_avg_sq)

@@ -1,0 +1,97 @@
+"""The differential tester: a fixed-seed slice in CI, its ability to find and shrink a bug, and
+the first-found reproducers of the bugs it found, kept as regressions.
+
+Longer runs: ``python -m parity fuzz --minutes 30 --seed S``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+import pytest
+
+from parity import __main__ as cli
+from parity import fuzz
+from parity.fuzz import Config
+
+SLICE_SEED = 2026
+SLICE_COUNT = 32
+
+
+def test_fixed_seed_slice_matches_torch():
+    log = io.StringIO()
+    ran, steps, failures = fuzz.fuzz(SLICE_SEED, count=SLICE_COUNT, log=lambda text: log.write(text + "\n"))
+    assert (ran, steps) == (SLICE_COUNT, SLICE_COUNT * fuzz.STEPS)
+    assert not failures, log.getvalue()
+
+
+def test_the_slice_covers_optimizers_lr_kinds_hostile_gradients_and_events():
+    rng = np.random.default_rng(SLICE_SEED)
+    configs = [fuzz.generate(rng) for _ in range(SLICE_COUNT)]
+    assert len({c.optimizer for c in configs}) >= 8
+    assert {c.lr_kind for c in configs} == set(fuzz.LR_KINDS)
+    kinds = {kind for c in configs for *_, kind in c.specials}
+    assert {"nan", "inf", "zero"} <= kinds
+    assert {kind for c in configs for _, kind, _, _ in c.events} == {"set", "checkpoint"}
+    assert any(() in c.shapes for c in configs) and any((0,) in c.shapes for c in configs)
+
+
+def test_a_wrong_optimizer_is_found_shrunk_and_reproduced(monkeypatch):
+    """``fo.adam`` posing as torch's AdamW (weight decay 0 vs 0.01) must fail, shrink to one leaf
+    without events or specials, and its printed reproducer must replay the failure."""
+    monkeypatch.setitem(fuzz.OPTIMIZERS, "wrong", fuzz.Optimizer("adam", "AdamW", dict(amsgrad=(False, True))))
+    config = Config(
+        "wrong",
+        dict(amsgrad=True),
+        0.01,
+        "schedule",
+        ((3, 4), (5,)),
+        specials=((3, 0, 2, "zero"),),
+        events=((10, "checkpoint", "", 0),),
+    )
+    result = fuzz.run(config)
+    assert not result.passed
+    minimal = fuzz.shrink(result)
+    assert not minimal.passed
+    assert minimal.config.events == () and minimal.config.specials == () and len(minimal.config.shapes) == 1
+    assert minimal.config.kwargs == {} and minimal.config.lr_kind == "float"
+    assert minimal.config.steps == 1
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        exec(fuzz.reproducer(minimal), {})  # noqa: S102 - the reproducer is the product under test
+    assert output.getvalue().startswith("FAIL wrong")
+
+
+FIRST_FOUND = [
+    # Rprop: jnp.sign(nan) is NaN, torch.sign(nan) is 0 (step sizes poisoned forever).
+    Config("rprop", {}, 0.003774352246720921, "float", ((5,),), specials=((1, 0, 94, "nan"),), steps=2, seed=89514544),
+    Config(
+        "rprop",
+        {},
+        0.004528606436955579,
+        "float",
+        ((2, 2, 3, 2),),
+        specials=((47, 0, 36, "inf"),),
+        steps=48,
+        seed=1193421927,
+    ),
+    # lr as a float32 tensor: torch's float32 scalar arithmetic.
+    Config("adamax", {}, 0.019696044787648675, "float32_tensor", ((5,),), steps=1, seed=1549384412),
+    Config("adamw", {}, 0.0010013856882956685, "float32_tensor", ((2, 2, 3, 2),), steps=1, seed=44846462),
+    Config("adafactor", {}, 0.03430082296161186, "float32_tensor", ((2, 2, 3, 2),), steps=1, seed=1022560767),
+    Config("nadam", {}, 0.0020137975355774976, "float32_tensor", ((2, 3, 4),), steps=1, seed=641890153),
+    Config("nadam", {}, 0.09261245848408435, "float32_tensor", ((),), steps=1, seed=58832248),
+]
+
+
+@pytest.mark.parametrize("config", FIRST_FOUND, ids=lambda c: f"{c.optimizer}-{c.lr_kind}")
+def test_first_found_reproducers_now_pass(config):
+    result = fuzz.run(config)
+    assert result.passed, str(result)
+
+
+def test_cli_runs_a_counted_fuzz(capsys):
+    assert cli.main(["fuzz", "--count", "2", "--seed", "1"]) == 0
+    assert "fuzz: 2 configurations, 100 steps compared, 0 failed" in capsys.readouterr().out
