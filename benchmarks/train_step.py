@@ -19,9 +19,15 @@ data loading is not timed. Implementations:
   floor      the step's five convolutions alone, jitted together: conv1 and conv2 forward, conv1's
              weight gradient, conv2's input and weight gradients, at the step's shapes (everything
              else, pooling included, free). ``fo/floor`` is what the rest of the step costs.
+  floor+dense  the same plus the dense layers' six matmuls: all of the step's multiply-adds, with
+             the element-wise work (bias, ReLU, pooling, loss, update) free
   optax      the same step with optax's recipe for the same algorithm
   torch      torch eager with the optimizer's default implementation on this device (on the CPU:
              the per-tensor for-loop), and ``torch fused`` with ``fused=True``
+
+XLA: like ``examples/train_cnn.py``, the run first applies the main job's XLA:CPU setting
+(``examples/seed_cnn/xla_cpu.py``: convolutions on Eigen, not YNNPACK); ``--plain-xla`` keeps XLA's
+defaults. The ``XLA_FLAGS`` line of the output says which ran.
 
 Timing: interleaved rounds in one process, as in ``update_step.py`` (``benchmarks/_harness.py``).
 Before timing, every implementation takes two steps from the same weights and the losses of the
@@ -105,28 +111,40 @@ def grad_impl(params0, images, labels, steps: list):
     return run
 
 
-def floor_impl(params0, images, steps: list):
-    """The step's convolutions alone (forward, input and weight gradients), one jitted call."""
+def floor_impl(params0, images, steps: list, dense: bool = False):
+    """The step's convolutions alone (forward, input and weight gradients), one jitted call.
+
+    ``dense=True`` adds the dense layers' matmuls (forward, input and weight gradients): the
+    step's floating-point work without the element-wise rest.
+    """
 
     def conv(inputs, kernel):
         return jax.lax.conv_general_dilated(inputs, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
+    def matmul(inputs, kernel):
+        return inputs @ kernel
+
     @jax.jit
-    def convolutions(x, k1, h1, k2, g1, g2):
+    def floor(x, k1, h1, k2, g1, g2, f1, w1, e1, f2, w2, e2):
         (dk1,) = jax.vjp(lambda k: conv(x, k), k1)[1](g1)
         dh1, dk2 = jax.vjp(conv, h1, k2)[1](g2)
-        return conv(x, k1), conv(h1, k2), dk1, dh1, dk2
+        out = [conv(x, k1), conv(h1, k2), dk1, dh1, dk2]
+        if dense:
+            for inputs, kernel, cotangent in ((f1, w1, e1), (f2, w2, e2)):
+                out += [matmul(inputs, kernel), *jax.vjp(matmul, inputs, kernel)[1](cotangent)]
+        return out
 
     rng = np.random.default_rng(0)
     n = len(images)
     x = jnp.asarray(images)
-    k1, k2 = jnp.asarray(params0["conv1"]["kernel"]), jnp.asarray(params0["conv2"]["kernel"])
-    shapes = ((n, 14, 14, 32), (n, 28, 28, 32), (n, 14, 14, 64))
-    h1, g1, g2 = (jnp.asarray(rng.random(shape, dtype=np.float32)) for shape in shapes)
+    k1, k2, w1, w2 = (jnp.asarray(params0[layer]["kernel"]) for layer in ("conv1", "conv2", "fc1", "fc2"))
+    shapes = ((n, 14, 14, 32), (n, 28, 28, 32), (n, 14, 14, 64), (n, 3136), (n, 128), (n, 128), (n, 10))
+    h1, g1, g2, f1, e1, f2, e2 = (jnp.asarray(rng.random(shape, dtype=np.float32)) for shape in shapes)
+    args = (x, k1, h1, k2, g1, g2, f1, w1, e1, f2, w2, e2)
 
     def run():
         for _ in range(steps[0]):
-            out = convolutions(x, k1, h1, k2, g1, g2)
+            out = floor(*args)
         jax.block_until_ready(out)
 
     return run
@@ -195,6 +213,7 @@ def run_case(name, pair, batch_size, args, platform_name):
     runners["grad"] = grad_impl(params0, images, labels, count("grad"))
     runners["grad_flax"] = flax_pool_grad_impl(params0, images, labels, count("grad_flax"))
     runners["floor"] = floor_impl(params0, images, count("floor"))
+    runners["floor_dense"] = floor_impl(params0, images, count("floor_dense"), dense=True)
     for label, fused in (("torch", False), ("torch_fused", True)):
         made = torch_impl(class_name, kwargs, params0, images, labels, platform_name, count(label), fused)
         if made is not None:
@@ -232,6 +251,7 @@ def run_case(name, pair, batch_size, args, platform_name):
             else float("nan"),
             "fo/optax": row["ms"]["fo"][stat] / row["ms"]["optax"][stat],
             "fo/floor": row["ms"]["fo"][stat] / row["ms"]["floor"][stat],
+            "fo/floor+dense": row["ms"]["fo"][stat] / row["ms"]["floor_dense"][stat],
             "grad flax/grad": row["ms"]["grad_flax"][stat] / row["ms"]["grad"][stat],
         }
         for stat in ("median", "min")
@@ -241,7 +261,8 @@ def run_case(name, pair, batch_size, args, platform_name):
 
 COLUMNS = (
     f"{'optimizer':<13}{'batch':>6}{'fo ms':>9}{'optax ms':>9}{'torch ms':>9}{'t.fused':>9}{'grad ms':>9}"
-    f"{'g.flax':>9}{'floor ms':>9}{'fo/torch':>9}{'fo/fused':>9}{'fo/optax':>9}{'fo/floor':>9}{'compile s':>10}"
+    f"{'g.flax':>9}{'floor ms':>9}{'fl+dense':>9}{'fo/torch':>9}{'fo/fused':>9}{'fo/optax':>9}{'fo/floor':>9}"
+    f"{'fo/fl+d':>9}{'compile s':>10}"
     f"{'agree':>6}{'recomp':>7}"
 )
 
@@ -252,8 +273,9 @@ def format_row(row):
     fused = f"{ms['torch_fused']:>9.2f}" if "torch_fused" in ms else f"{'-':>9}"
     return (
         f"{row['optimizer']:<13}{row['batch']:>6}{ms['fo']:>9.2f}{ms['optax']:>9.2f}{ms['torch']:>9.2f}{fused}"
-        f"{ms['grad']:>9.2f}{ms['grad_flax']:>9.2f}{ms['floor']:>9.2f}"
+        f"{ms['grad']:>9.2f}{ms['grad_flax']:>9.2f}{ms['floor']:>9.2f}{ms['floor_dense']:>9.2f}"
         f"{r['fo/torch']:>9.2f}{r['fo/torch_fused']:>9.2f}{r['fo/optax']:>9.2f}{r['fo/floor']:>9.2f}"
+        f"{r['fo/floor+dense']:>9.2f}"
         f"{row['compile_s']['fo']:>10.1f}{'yes' if row['agree'] else 'NO':>6}{row['recompiles']:>7}"
     )
 
@@ -263,7 +285,8 @@ MARKDOWN_NOTE = (
     "model_flax.train_step (jitted) with fo.<name> / optax's recipe; torch: eager, default implementation "
     "(CPU: per-tensor loop) and fused=True; JAX grad only: the same jitted loss and gradient without the "
     "update; grad, flax pool: the same with flax.linen.max_pool (the model before issue 17); conv floor: the "
-    "step's five convolutions alone (forward, input and weight gradients)."
+    "step's five convolutions alone (forward, input and weight gradients); conv + dense floor: the same plus "
+    "the dense layers' six matmuls."
 )
 
 
@@ -278,10 +301,12 @@ def markdown_rows(rows):
         "JAX grad only ms",
         "grad, flax pool ms",
         "conv floor ms",
+        "conv + dense floor ms",
         "fo/torch",
         "fo/torch fused",
         "fo/optax",
         "fo/floor",
+        "fo/(conv + dense floor)",
         "compile s",
         "recompiles",
         "agree",
@@ -307,10 +332,12 @@ def markdown_rows(rows):
                 cell("grad"),
                 cell("grad_flax"),
                 cell("floor"),
+                cell("floor_dense"),
                 ratio("fo/torch"),
                 ratio("fo/torch_fused"),
                 ratio("fo/optax"),
                 ratio("fo/floor"),
+                ratio("fo/floor+dense"),
                 f"{row['compile_s']['fo']:.1f}",
                 str(row["recompiles"]),
                 "yes" if row["agree"] else "NO",
@@ -328,11 +355,18 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--sample-ms", type=float, default=50.0)
     parser.add_argument("--single-core", action="store_true", help="pin to one core and time CPU time")
+    parser.add_argument(
+        "--plain-xla", action="store_true", help="XLA's default CPU convolutions (YNNPACK), not the main job's setting"
+    )
     parser.add_argument("--json")
     parser.add_argument("--markdown")
     args = parser.parse_args(argv)
     if args.single_core:
         _harness.pin_to_one_core()
+    if not args.plain_xla:
+        from examples.seed_cnn import xla_cpu
+
+        xla_cpu.prefer_eigen_convolutions()
 
     import jax as _jax
     import jax.numpy as _jnp

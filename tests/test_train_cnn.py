@@ -14,7 +14,7 @@ import torch
 import functional_optreg as fo
 from examples import train_cnn
 from examples.seed_cnn import data as data_lib
-from examples.seed_cnn import model_flax, model_torch, parity, pooling, weights
+from examples.seed_cnn import model_flax, model_torch, parity, pooling, weights, xla_cpu
 from functional_optreg import verify
 
 
@@ -158,6 +158,50 @@ def test_max_pool_tie_rule_by_hand():
 def test_max_pool_rejects_other_ranks():
     with pytest.raises(ValueError, match=r"NHWC input with H, W >= 2, got shape \(4, 4\)"):
         pooling.max_pool_2x2(jnp.zeros((4, 4)))
+
+
+# --- XLA:CPU setting ----------------------------------------------------------------------------
+
+
+def test_prefer_eigen_convolutions_appends_once_and_respects_the_user():
+    environ = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    assert xla_cpu.prefer_eigen_convolutions(environ)
+    assert environ["XLA_FLAGS"] == f"--xla_force_host_platform_device_count=2 {xla_cpu.FLAG}"
+    assert not xla_cpu.prefer_eigen_convolutions(environ)
+    mine = {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type="}
+    assert (
+        not xla_cpu.prefer_eigen_convolutions(mine) and mine["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type="
+    )
+    empty: dict[str, str] = {}
+    assert xla_cpu.prefer_eigen_convolutions(empty) and empty["XLA_FLAGS"] == xla_cpu.FLAG
+
+
+def test_the_flag_moves_convolutions_off_ynnpack_and_keeps_the_dots():
+    """In a fresh process (XLA reads the flag once): this jaxlib knows the flag and it does what it says.
+
+    The convolution is conv2's (NHWC, 3×3, 32→64 channels), the one YNNPACK takes by default.
+    """
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import jax, jax.numpy as jnp\n"
+        "dims = ('NHWC', 'HWIO', 'NHWC')\n"
+        "conv = jax.jit(lambda a, k: jax.lax.conv_general_dilated(a, k, (1, 1), 'SAME', dimension_numbers=dims))\n"
+        "dot = jax.jit(lambda a, b: a @ b)\n"
+        "c = conv.lower(jnp.ones((8, 14, 14, 32)), jnp.ones((3, 3, 32, 64))).compile().as_text()\n"
+        "d = dot.lower(jnp.ones((64, 256)), jnp.ones((256, 64))).compile().as_text()\n"
+        "print('__ynn_fusion' in c, '__ynn_fusion' in d)\n"
+    )
+    results = {}
+    for name, flags in (("default", ""), ("ours", xla_cpu.FLAG)):
+        env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
+        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        results[name] = run.stdout.split()
+    assert results["ours"] == ["False", "True"]
+    assert results["default"] == ["True", "True"]  # what the flag changes: if this fails, jaxlib changed its default
 
 
 # --- flax ⇄ torch ------------------------------------------------------------------------------
