@@ -83,6 +83,31 @@ FIRST_FOUND = [
     Config("adafactor", {}, 0.03430082296161186, "float32_tensor", ((2, 2, 3, 2),), steps=1, seed=1022560767),
     Config("nadam", {}, 0.0020137975355774976, "float32_tensor", ((2, 3, 4),), steps=1, seed=641890153),
     Config("nadam", {}, 0.09261245848408435, "float32_tensor", ((),), steps=1, seed=58832248),
+    # Adafactor: torch takes Python's max(1.0, norm) and max(eps2, norm), which ignore a NaN norm.
+    Config(
+        "adafactor", {}, 0.004378612197465478, "float", ((5,),), specials=((48, 0, 1, "nan"),), steps=49, seed=237493521
+    ),
+    Config(
+        "adafactor",
+        {},
+        0.0011149743006942556,
+        "float",
+        ((2, 2, 3, 2),),
+        specials=((2, 0, 48, "nan"),),
+        steps=3,
+        seed=1826633044,
+    ),
+    # ASGD: an update written as new_p - p turned a parameter torch keeps at -inf into NaN.
+    Config(
+        "asgd",
+        {"maximize": True},
+        0.01879034144978157,
+        "float",
+        ((2, 3, 4),),
+        specials=((36, 0, 0, "-inf"),),
+        steps=38,
+        seed=341047247,
+    ),
 ]
 
 
