@@ -14,6 +14,13 @@ at the hand-back point).
 
 Gradients are the parity suite's quadratic stream: they depend on the current parameters, so a
 wrong step changes every later step.
+
+LBFGS is judged like every chaotic procedure (docs/parity.md, :mod:`parity.chaos`): where a
+quantity misses 1e-12, torch is run against itself under rounding-level perturbations in the same
+run, and the quantity may then reach ``ALLOWANCE`` times torch's own deviation, only where that
+deviation itself misses the contract. Its ``prev_loss`` is a loss near its minimum, a sum of
+``h·(√(1 + u²) − 1)`` terms whose ``√(1 + u²)`` are O(1): it is compared against the magnitude of
+those terms, not against its own value (see :func:`closure_loss_magnitude`).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import torch
 from torch.optim import lr_scheduler as L
 
 from functional_optreg import torch_bridge, verify
+from parity import chaos
 
 K, M, N = 12, 12, 12
 RTOL = verify.FLOAT64_RTOL
@@ -258,11 +266,13 @@ def _max_error(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> fl
     return max(_relative_error(np.asarray(ours[name]), np.asarray(theirs[name])) for name in NAMES)
 
 
-def _compare_values(ours: Any, theirs: Any, where: str) -> None:
-    """Recursively compare state dicts: tensors and floats within RTOL, everything else equal.
+def _compare_values(ours: Any, theirs: Any, where: str, errors: dict[str, float], scales: dict[str, float]) -> None:
+    """Recursively compare state dicts: structure, shapes and dtypes must be equal (asserted);
+    the relative error of every tensor and float goes into ``errors`` under its path.
 
     Torch's LBFGS keeps some scalars (``t``, ``H_diag``) as a number or a 0-d tensor depending on
-    the branch taken; those compare by value.
+    the branch taken; those compare by value. A float whose key is in ``scales`` is compared
+    against that scale instead of its own value.
     """
     scalar_types = (int, float)
     if isinstance(theirs, torch.Tensor) and theirs.ndim == 0 and isinstance(ours, scalar_types):
@@ -274,20 +284,21 @@ def _compare_values(ours: Any, theirs: Any, where: str) -> None:
         assert ours.shape == theirs.shape and ours.dtype == theirs.dtype, (
             f"{where}: {ours.dtype}{tuple(ours.shape)} != {theirs.dtype}{tuple(theirs.shape)}"
         )
-        error = _relative_error(ours.double().numpy(), theirs.double().numpy())
-        assert error <= RTOL, f"{where}: relative error {error:.3e}"
+        errors[where] = _relative_error(ours.double().numpy(), theirs.double().numpy())
     elif isinstance(theirs, dict):
         assert set(ours) == set(theirs), f"{where}: keys {sorted(ours, key=str)} != {sorted(theirs, key=str)}"
         for key in theirs:
-            _compare_values(ours[key], theirs[key], f"{where}[{key!r}]")
+            if key in scales and isinstance(theirs[key], (float, torch.Tensor)):
+                difference = abs(float(ours[key]) - float(theirs[key]))
+                errors[f"{where}[{key!r}]"] = difference / scales[key] if difference else 0.0
+            else:
+                _compare_values(ours[key], theirs[key], f"{where}[{key!r}]", errors, scales)
     elif isinstance(theirs, (list, tuple)):
         assert len(ours) == len(theirs), f"{where}: length {len(ours)} != {len(theirs)}"
         for index, (a, b) in enumerate(zip(ours, theirs)):
-            _compare_values(a, b, f"{where}[{index}]")
+            _compare_values(a, b, f"{where}[{index}]", errors, scales)
     elif isinstance(theirs, float) and not isinstance(ours, bool):
-        assert math.isclose(ours, theirs, rel_tol=RTOL, abs_tol=0.0) or ours == theirs, (
-            f"{where}: {ours!r} != {theirs!r}"
-        )
+        errors[where] = 0.0 if ours == theirs else abs(ours - theirs) / abs(theirs) if theirs else math.inf
     else:
         assert ours == theirs, f"{where}: {ours!r} != {theirs!r}"
 
@@ -307,10 +318,22 @@ def _scheduler_state(scheduler: Any) -> dict:
 class _TorchRun:
     """A torch optimizer (and scheduler) stepping on its own tensors."""
 
-    def __init__(self, config: Config, arrays: dict[str, np.ndarray], two_groups: bool, layout: Layout):
+    def __init__(
+        self,
+        config: Config,
+        arrays: dict[str, np.ndarray],
+        two_groups: bool,
+        layout: Layout,
+        perturbation: str = "",
+        rounding: float = 0.0,
+    ):
+        """``perturbation`` (one of :data:`parity.chaos.PERTURBATIONS` but the tilt): moves the start
+        by one ulp, or scales the closure's loss by ``1 ± rounding``."""
         self.config = config
         self.sparse_axes = layout.sparse_axes if config.sparse else None
-        self.tensors = {name: torch.tensor(arrays[name], requires_grad=True) for name in NAMES}
+        moved = chaos.nudge([arrays[name] for name in NAMES], perturbation)
+        self.tensors = {name: torch.tensor(array, requires_grad=True) for name, array in zip(NAMES, moved)}
+        self.loss_factor = chaos.loss_factor(perturbation, rounding)
         self.optimizer = config.build(self.tensors, two_groups)
         self.scheduler = config.scheduler(self.optimizer) if config.scheduler is not None else None
 
@@ -323,7 +346,7 @@ class _TorchRun:
 
             def closure():
                 self.optimizer.zero_grad()
-                loss = losses.torch_loss(step, [self.tensors[name] for name in NAMES])
+                loss = losses.torch_loss(step, [self.tensors[name] for name in NAMES]) * self.loss_factor
                 loss.backward()
                 return loss
 
@@ -372,6 +395,30 @@ def closure_losses(shapes: dict[str, tuple]) -> verify.LossPair:
     return verify.LossPair(torch_loss, jax_loss)
 
 
+def closure_loss_magnitude(shapes: dict[str, tuple], params: dict[str, np.ndarray]) -> float:
+    """The size of the terms the closure's loss is summed from, ``Σ h·√(1 + u²) + 0.05 u⁴``: its
+    rounding is relative to this, not to the loss, which cancels to ~0 near the minimum."""
+    rng = np.random.default_rng(13)
+    scales = {name: rng.uniform(0.5, 2.0, shape) for name, shape in shapes.items()}
+    targets = {name: rng.normal(size=shape) for name, shape in shapes.items()}
+    total = 0.0
+    for name in NAMES:
+        u = params[name] - targets[name]
+        total += float(np.sum(scales[name] * np.sqrt(1 + u * u) + 0.05 * u**4))
+    return total
+
+
+def _evaluation_rounding(config: Config, params: dict[str, np.ndarray]) -> float:
+    """How far the two sides' evaluations of the closure's loss and gradient differ at ``params``."""
+    losses = closure_losses(config.shapes)
+    tensors = [torch.tensor(params[name], requires_grad=True) for name in NAMES]
+    loss = losses.torch_loss(0, tensors)
+    loss.backward()
+    value, grads = jax.value_and_grad(lambda leaves: losses.jax_loss(0, leaves))([params[name] for name in NAMES])
+    ours = float(value), [np.asarray(g) for g in grads]
+    return chaos.evaluation_rounding(ours, (float(loss.detach()), [t.grad.numpy() for t in tensors]), "float64")
+
+
 def _jax_stepper(tx, config: Config, layout: Layout, order: list[str], reference: _TorchRun):
     """``(params, state, step) -> (params, state)``, jitted, fed as the torch run is."""
     if config.closure:
@@ -397,58 +444,104 @@ def _jax_stepper(tx, config: Config, layout: Layout, order: list[str], reference
     return step_fn
 
 
-def run_resume(config: Config, two_groups: bool, layout: Layout) -> tuple[list[float], list[float]]:
-    """The per-step relative errors of the JAX continuation and of the handed-back torch run."""
+def _state_scales(config: Config, params: dict[str, np.ndarray]) -> dict[str, float]:
+    return {"prev_loss": closure_loss_magnitude(config.shapes, params)} if config.closure else {}
+
+
+def run_resume(config: Config, two_groups: bool, layout: Layout) -> dict[str, float]:
+    """Every compared quantity's relative error, by label: the converted state dicts (a pure
+    mapping), the JAX continuation per step, the state handed back, torch after the hand-back."""
+    errors: dict[str, float] = {}
     with jax.enable_x64(True):
         reference = _TorchRun(config, initial_params(config.shapes), two_groups, layout)
         order = [name for group in reference.optimizer.param_groups for name in group["param_names"]]
         for step in range(K):
             reference.step(step)
 
+        # SGD, Muon and LBFGS keep no update count, so the bridge is told how the scheduler is stepped.
+        stepping = {"steps_per_epoch": 1} if reference.scheduler is not None else {}
         tx, state = torch_bridge.from_torch(
-            reference.optimizer,
-            reference.scheduler,
-            steps_per_epoch=None if reference.scheduler is None else 1,
-            params=layout.bridge_params(order, reference.tensors),
+            reference.optimizer, reference.scheduler, params=layout.bridge_params(order, reference.tensors), **stepping
         )
-        _compare_values(torch_bridge.to_torch_state_dict(tx, state), _optimizer_state(reference.optimizer), "converted")
+        scales = _state_scales(config, reference.params())
+        converted = torch_bridge.to_torch_state_dict(tx, state)
+        _compare_values(converted, _optimizer_state(reference.optimizer), "converted", errors, scales)
         if reference.scheduler is not None:
-            _compare_values(
-                torch_bridge.to_torch_scheduler_state_dict(tx, state),
-                _scheduler_state(reference.scheduler),
-                "converted scheduler",
-            )
+            scheduler_state = torch_bridge.to_torch_scheduler_state_dict(tx, state)
+            _compare_values(scheduler_state, _scheduler_state(reference.scheduler), "converted scheduler", errors, {})
 
         jax_step = _jax_stepper(tx, config, layout, order, reference)
         params = layout.to_jax(reference.params(), order)
-        jax_errors = []
         for step in range(K, K + M):
             params, state = jax_step(params, state, step)
             reference.step(step)
-            jax_errors.append(_max_error(layout.from_jax(params, order), reference.params()))
+            errors[f"JAX continuation, step {step + 1}"] = _max_error(
+                layout.from_jax(params, order), reference.params()
+            )
 
         written = torch_bridge.to_torch_state_dict(tx, state)
-        _compare_values(written, _optimizer_state(reference.optimizer), "handed back")
+        scales = _state_scales(config, reference.params())
+        _compare_values(written, _optimizer_state(reference.optimizer), "handed back", errors, scales)
         # The reference saves and reloads its own checkpoint at the hand-back point.
         reference.optimizer.load_state_dict(reference.optimizer.state_dict())
         resumed = _TorchRun(config, layout.from_jax(params, order), two_groups, layout)
         if resumed.scheduler is not None:
             scheduler_state = torch_bridge.to_torch_scheduler_state_dict(tx, state)
-            _compare_values(scheduler_state, _scheduler_state(reference.scheduler), "handed back scheduler")
+            _compare_values(scheduler_state, _scheduler_state(reference.scheduler), "handed back scheduler", errors, {})
             resumed.scheduler.load_state_dict(scheduler_state)
         resumed.optimizer.load_state_dict(written)
-        torch_errors = []
         for step in range(K + M, K + M + N):
             resumed.step(step)
             reference.step(step)
-            torch_errors.append(_max_error(resumed.params(), reference.params()))
-    return jax_errors, torch_errors
+            errors[f"torch after hand-back, step {step + 1}"] = _max_error(resumed.params(), reference.params())
+    return errors
+
+
+def torch_floors(config: Config, two_groups: bool, layout: Layout) -> dict[str, float]:
+    """Torch against itself, by the labels of :func:`run_resume`: the largest deviation of a
+    perturbed torch run from an unperturbed one over :data:`parity.chaos.PERTURBATIONS` (the
+    tilt aside). Both continuations are compared with the perturbed run's parameters, the state
+    handed back with its state."""
+    start = initial_params(config.shapes)
+    rounding = _evaluation_rounding(config, start)
+    floors: dict[str, float] = {}
+    with jax.enable_x64(True):
+        runs = [
+            _TorchRun(config, start, two_groups, layout, perturbation, rounding)
+            for perturbation in ("",) + tuple(p for p in chaos.PERTURBATIONS if not p.startswith("tilt"))
+        ]
+        reference, perturbed = runs[0], runs[1:]
+        for step in range(K + M + N):
+            for run in runs:
+                run.step(step)
+            deviation = max(_max_error(run.params(), reference.params()) for run in perturbed)
+            if K <= step < K + M:
+                floors[f"JAX continuation, step {step + 1}"] = deviation
+            elif step >= K + M:
+                floors[f"torch after hand-back, step {step + 1}"] = deviation
+            if step == K + M - 1:
+                scales = _state_scales(config, reference.params())
+                for run in perturbed:
+                    errors: dict[str, float] = {}
+                    ours, theirs = _optimizer_state(run.optimizer), _optimizer_state(reference.optimizer)
+                    _compare_values(ours, theirs, "handed back", errors, scales)
+                    for label, error in errors.items():
+                        floors[label] = max(floors.get(label, 0.0), error)
+    return floors
 
 
 def _check(config: Config, two_groups: bool = False, layout: Layout = Layout("list")) -> None:
-    jax_errors, torch_errors = run_resume(config, two_groups, layout)
-    assert max(jax_errors) <= RTOL, f"JAX continuation: per-step relative errors {jax_errors}"
-    assert max(torch_errors) <= RTOL, f"torch after hand-back: per-step relative errors {torch_errors}"
+    errors = run_resume(config, two_groups, layout)
+    missed = {label: error for label, error in errors.items() if not error <= RTOL}
+    if not missed:
+        return
+    assert config.closure, f"{len(missed)} quantities miss {RTOL:.0e}: {missed}"
+    floors = torch_floors(config, two_groups, layout)
+    sensitivity = chaos.Sensitivity(np.array([floors.get(label, 0.0) for label in missed]), np.zeros(len(missed), bool))
+    verdict = chaos.judge(np.array(list(missed.values())), np.ones(len(missed), bool), "float64", sensitivity, False)
+    assert verdict.passed, f"{verdict.reason}; quantities missing {RTOL:.0e}: " + ", ".join(
+        f"{label} {error:.2e} (torch's floor {floors.get(label, 0.0):.2e})" for label, error in missed.items()
+    )
 
 
 @pytest.mark.parametrize("config", OPTIMIZERS, ids=lambda c: c.name)
@@ -491,3 +584,13 @@ def test_resume_tree_layout_two_groups(config):
 @pytest.mark.parametrize("config", ALL_SCHEDULERS, ids=lambda c: c.name)
 def test_resume_every_scheduler(config):
     _check(config, two_groups=True)
+
+
+def test_torch_floors_cover_what_lbfgs_compares():
+    """The floors that judge LBFGS on a machine where it misses 1e-12: measured for every quantity
+    a resume run compares after the conversion; torch's parameters move under a rounding."""
+    config = _BY_NAME["LBFGS-strong_wolfe"]
+    errors = run_resume(config, False, Layout("list"))
+    floors = torch_floors(config, False, Layout("list"))
+    assert set(floors) == {label for label in errors if not label.startswith("converted")}
+    assert max(floors[f"JAX continuation, step {step + 1}"] for step in range(K, K + M)) > 0

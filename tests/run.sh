@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite, as README's second command and CI run it:
+#   1. every test (unit, property, doctests, the parity catalog, bridge resume, lint and types);
+#   2. the parity slice marked `numerics` again under two other machines' numerics
+#      (docs/parity.md, "Simulating other machines"): torch's kernel level and BLAS path, XLA's ISA.
+# The slowest tests of each stage are printed (--durations=15).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${PYTHON:-.venv/bin/python}
+"$python" -m pytest -q -n 2 --durations=15
+echo "== numerics: MKL_CBWR=AVX2 ATEN_CPU_CAPABILITY=avx2"
+MKL_CBWR=AVX2 ATEN_CPU_CAPABILITY=avx2 "$python" -m pytest -q -n 2 --durations=15 -m numerics parity
+echo "== numerics: MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default XLA_FLAGS=--xla_cpu_max_isa=AVX2"
+MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default XLA_FLAGS=--xla_cpu_max_isa=AVX2 \
+  "$python" -m pytest -q -n 2 --durations=15 -m numerics parity
