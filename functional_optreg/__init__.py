@@ -12,7 +12,6 @@ from functional_optreg.averaging import Averager as Averager
 from functional_optreg.averaging import averaged_model as averaged_model
 from functional_optreg.averaging import ema as ema
 from functional_optreg.averaging import swa as swa
-from functional_optreg.averaging import swalr as swalr
 from functional_optreg.averaging import update_bn as update_bn
 from functional_optreg.checkpoint import load_state as load_state
 from functional_optreg.checkpoint import save_state as save_state
@@ -91,6 +90,7 @@ from functional_optreg.schedules import polynomial_lr as polynomial_lr
 from functional_optreg.schedules import reduce_lr_on_plateau as reduce_lr_on_plateau
 from functional_optreg.schedules import sequential_lr as sequential_lr
 from functional_optreg.schedules import step_lr as step_lr
+from functional_optreg.schedules import swalr as swalr
 from functional_optreg.sharding import shard_optimizer_state as shard_optimizer_state
 from functional_optreg.sharding import state_shardings as state_shardings
 from functional_optreg.sharding import zero_partition_spec as zero_partition_spec

@@ -1,4 +1,5 @@
-r"""Weight averaging with torch.optim.swa_utils semantics: SWA, EMA, SWALR and update_bn.
+r"""Weight averaging with torch.optim.swa_utils semantics: SWA, EMA and update_bn (SWALR, a
+schedule, is :func:`functional_optreg.schedules.swalr`).
 
 An averager is a pair of pure functions over an :class:`AveragedModelState`::
 
@@ -14,7 +15,6 @@ For flax models, pass the ``batch_stats`` collection as ``buffers`` (averaged wi
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -22,7 +22,6 @@ import jax
 import jax.numpy as jnp
 
 from functional_optreg import _scalars, _tree, _validation
-from functional_optreg._types import Schedule
 
 AvgFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 """``avg_fn(averaged, current, n_averaged) -> new averaged``, one leaf at a time (torch's avg_fn)."""
@@ -236,59 +235,6 @@ def ema(decay: Any = 0.999, *, use_buffers: bool = False, lerp: bool = True) -> 
         return float_average(averaged, current)
 
     return averaged_model(avg_fn, use_buffers=use_buffers)
-
-
-def swalr(lr: Any, swa_lr: Any, anneal_epochs: int = 10, anneal_strategy: str = "cos") -> Schedule:
-    r"""The SWALR learning-rate schedule: anneal from ``lr`` to ``swa_lr``, then hold ``swa_lr``.
-
-    With :math:`s` the count and :math:`E` = ``anneal_epochs``:
-
-    .. math::
-
-        t = \operatorname{clip}\!\Big(\frac{s}{\max(1, E)}, 0, 1\Big), \quad
-        \alpha = \tfrac{1 - \cos(\pi t)}{2} \text{ (cos) or } t \text{ (linear)}, \quad
-        \gamma_s = \alpha\,\text{swa\_lr} + (1 - \alpha)\,\text{lr}
-
-    (with :math:`E = 0`, :math:`\gamma_s = \text{swa\_lr}` from the start.)
-
-    Args:
-      lr: the learning rate when the schedule starts (torch reads it from the optimizer's
-        group; with :func:`optax.join_schedules` it is the previous schedule's value at the
-        boundary).
-      swa_lr: the learning rate reached after ``anneal_epochs`` counts.
-      anneal_epochs: the length of the annealing, a non-negative int.
-      anneal_strategy: ``"cos"`` or ``"linear"``.
-
-    Returns:
-      A schedule ``count -> lr``; ``count`` is the number of ``SWALR.step()`` calls made so far
-      (0 at construction), i.e. optax's update count when stepped once per update.
-
-    PyTorch equivalence:
-      ``torch.optim.swa_utils.SWALR(optimizer, swa_lr, anneal_epochs, anneal_strategy)`` on an
-      optimizer whose lr is ``lr``. Torch recovers the starting lr at every step from the
-      previous one (``(lr − α·swa_lr)/(1 − α)``); the closed form here is the same value up to
-      rounding. Torch's validation and messages are reproduced.
-
-    Example:
-      >>> import functional_optreg as fo
-      >>> schedule = fo.swalr(lr=0.1, swa_lr=0.02, anneal_epochs=4, anneal_strategy="linear")
-      >>> [round(float(schedule(count)), 4) for count in range(6)]
-      [0.1, 0.08, 0.06, 0.04, 0.02, 0.02]
-    """
-    if anneal_strategy not in ("cos", "linear"):
-        raise ValueError(f"anneal_strategy must be one of 'cos' or 'linear', instead got {anneal_strategy}")
-    if not isinstance(anneal_epochs, int) or anneal_epochs < 0:
-        raise ValueError(f"anneal_epochs must be equal or greater than 0, got {anneal_epochs}")
-
-    def schedule(count):
-        step = jnp.asarray(count, jnp.result_type(float))
-        if anneal_epochs == 0:
-            step = jnp.maximum(step, 1.0)
-        t = jnp.clip(step / max(1, anneal_epochs), 0.0, 1.0)
-        alpha = (1 - jnp.cos(math.pi * t)) / 2 if anneal_strategy == "cos" else t
-        return swa_lr * alpha + lr * (1 - alpha)
-
-    return schedule
 
 
 def _batch_norm_interceptor(next_fun, args, kwargs, context):

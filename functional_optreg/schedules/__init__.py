@@ -55,5 +55,6 @@ from functional_optreg.schedules._lambda import lambda_lr as lambda_lr
 from functional_optreg.schedules._lambda import multiplicative_lr as multiplicative_lr
 from functional_optreg.schedules._one_cycle import one_cycle_lr as one_cycle_lr
 from functional_optreg.schedules._one_cycle import one_cycle_momentum as one_cycle_momentum
+from functional_optreg.schedules._swa import swalr as swalr
 from functional_optreg.schedules.plateau import ReduceLROnPlateauState as ReduceLROnPlateauState
 from functional_optreg.schedules.plateau import reduce_lr_on_plateau as reduce_lr_on_plateau
