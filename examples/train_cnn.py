@@ -121,10 +121,10 @@ def run_parity(args: argparse.Namespace, data: data_lib.Dataset):
     """The first ``--parity-steps`` steps, flax + fo vs torch.nn + torch.optim.Adam."""
     import torch
 
-    from examples.seed_cnn import parity
+    from examples.seed_cnn import side_by_side
 
     batches = data_lib.first_batches(len(data.train_labels), args.batch_size, args.seed, args.parity_steps)
-    return parity.run_loss_parity(
+    return side_by_side.run_loss_parity(
         model_flax.init_params(args.seed),
         data,
         batches,

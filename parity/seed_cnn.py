@@ -21,7 +21,7 @@ import torch
 import functional_optreg as fo
 from examples.seed_cnn import model_flax
 from examples.seed_cnn.data import first_batches, load_digits
-from examples.seed_cnn.parity import FLOAT64_LOSS_RTOL, loss_pair
+from examples.seed_cnn.side_by_side import FLOAT64_LOSS_RTOL, loss_pair
 from functional_optreg import verify
 
 BATCH_SIZE = 8

@@ -14,7 +14,7 @@ import torch
 import functional_optreg as fo
 from examples import train_cnn
 from examples.seed_cnn import data as data_lib
-from examples.seed_cnn import model_flax, model_torch, parity, pooling, weights, xla_cpu
+from examples.seed_cnn import model_flax, model_torch, pooling, side_by_side, weights, xla_cpu
 from functional_optreg import verify
 
 
@@ -251,7 +251,7 @@ def test_flax_and_torch_agree_in_float64(digits):
 
 def test_loss_parity_over_a_few_float64_steps(digits):
     batches = data_lib.first_batches(len(digits.train_labels), 8, seed=0, count=3)
-    report = parity.run_loss_parity(
+    report = side_by_side.run_loss_parity(
         model_flax.init_params(0),
         digits,
         batches,
@@ -269,7 +269,7 @@ def test_loss_pair_drives_the_comparison_engine(digits):
         lambda ps: torch.optim.Adam(ps, lr=1e-3, weight_decay=5e-4),
         fo.adam(lr=1e-3, weight_decay=5e-4),
         model_flax.init_params(0),
-        parity.loss_pair(digits, batches),
+        side_by_side.loss_pair(digits, batches),
         steps=2,
         dtype="float64",
     )
