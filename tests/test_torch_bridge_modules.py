@@ -236,3 +236,62 @@ def test_training_continues_in_flax_with_the_optimizer_state():
             expected, _ = fo.module_to_flax(model)
             for ours, theirs in zip(jax.tree.leaves(params), jax.tree.leaves(expected["params"])):
                 np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-14)
+
+
+class _TiedLM(torch.nn.Module):
+    """nanoGPT's weight tying: the output head shares the token embedding."""
+
+    def __init__(self):
+        super().__init__()
+        self.wte = torch.nn.Embedding(10, 4)
+        self.ln = torch.nn.LayerNorm(4)
+        self.lm_head = torch.nn.Linear(4, 10, bias=False)
+        self.lm_head.weight = self.wte.weight
+
+    def forward(self, tokens):
+        return self.lm_head(self.ln(self.wte(tokens)))
+
+
+class _FlaxTiedLM(nn.Module):
+    @nn.compact
+    def __call__(self, tokens):
+        wte = nn.Embed(10, 4, name="wte")
+        return wte.attend(nn.LayerNorm(epsilon=1e-5, name="ln")(wte(tokens)))
+
+
+def test_tied_weights_are_exported_once_with_the_tie_in_the_mapping():
+    torch.manual_seed(0)
+    model = _TiedLM().double()
+    variables, mapping = fo.module_to_flax(model)
+    assert set(variables["params"]) == {"wte", "ln"}
+    assert mapping["lm_head.weight"] == mapping["wte.weight"] == fo.ParamPath(("wte", "embedding"))
+    tokens = np.array([[1, 5, 7], [0, 9, 3]])
+    with jax.enable_x64(True):
+        ours = _FlaxTiedLM().apply(variables, jnp.asarray(tokens))
+        np.testing.assert_allclose(ours, model(torch.tensor(tokens)).detach().numpy(), rtol=1e-12, atol=1e-12)
+    back = fo.flax_to_module_state_dict(variables, model)
+    assert torch.equal(back["lm_head.weight"], back["wte.weight"])
+    model.load_state_dict(back)
+
+
+def test_batch_norm_running_var_conventions_are_explicit():
+    """Mapped statistics are torch's; one more training batch updates them differently: torch
+    averages in the unbiased batch variance, flax the biased one (the docstring's n/(n−1))."""
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm1d(3, momentum=0.1).double()
+    bn(torch.randn(8, 3, dtype=torch.float64) * 2)  # some running statistics
+    variables, _ = fo.module_to_flax(torch.nn.Sequential(bn))
+    np.testing.assert_array_equal(variables["batch_stats"]["0"]["var"], bn.running_var.numpy())
+    batch = np.random.default_rng(0).normal(size=(8, 3))
+    old = bn.running_var.clone().numpy()
+    bn(torch.tensor(batch))
+    with jax.enable_x64(True):
+        flax_bn = nn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5)
+        _, updated = flax_bn.apply(
+            {"params": variables["params"]["0"], "batch_stats": variables["batch_stats"]["0"]},
+            jnp.asarray(batch),
+            mutable=["batch_stats"],
+        )
+    np.testing.assert_allclose(bn.running_var.numpy(), 0.9 * old + 0.1 * batch.var(0, ddof=1), rtol=1e-12)
+    np.testing.assert_allclose(updated["batch_stats"]["var"], 0.9 * old + 0.1 * batch.var(0), rtol=1e-12)
+    assert not np.allclose(updated["batch_stats"]["var"], bn.running_var.numpy(), rtol=1e-6)

@@ -46,6 +46,9 @@ class _Entry:
     collection: str
     path: tuple
     permutation: tuple[int, ...] | None
+    tied_to: str | None = None
+    """For a parameter tied to an earlier one (the same tensor, e.g. an ``lm_head`` sharing the
+    token embedding): that parameter's key; the entry then reads the earlier one's place."""
 
 
 def _conv_permutation(ndim: int) -> tuple[int, ...]:
@@ -109,7 +112,8 @@ def _plan(module: Any, names: SubmoduleNames) -> list[_Entry]:
     """Every state-dict entry of ``module`` with its flax place; an error for unsupported layers."""
     torch = _torch.torch_module()
     entries = []
-    for name, submodule in module.named_modules():
+    first: dict[int, _Entry] = {}
+    for name, submodule in module.named_modules(remove_duplicate=False):
         own = dict(submodule.named_parameters(recurse=False))
         own.update(dict(submodule.named_buffers(recurse=False)))
         own = {key: value for key, value in own.items() if value is not None}
@@ -126,7 +130,13 @@ def _plan(module: Any, names: SubmoduleNames) -> list[_Entry]:
         for attribute, collection, flax_name, permutation in _layer_entries(kind, submodule):
             if attribute in own:
                 key = f"{name}.{attribute}" if name else attribute
-                entries.append(_Entry(key, collection, path + (flax_name,), permutation))
+                earlier = first.get(id(own[attribute]))
+                if earlier is not None:
+                    entries.append(dataclasses.replace(earlier, key=key, tied_to=earlier.key))
+                    continue
+                entry = _Entry(key, collection, path + (flax_name,), permutation)
+                first[id(own[attribute])] = entry
+                entries.append(entry)
         unexpected = set(own) - {a for a, *_ in _layer_entries(kind, submodule)} - _SKIPPED_BUFFERS
         if unexpected:
             raise ValueError(f"submodule {name!r} ({kind}) has unexpected weights {sorted(unexpected)}.")
@@ -168,7 +178,16 @@ def module_to_flax(module: Any, *, names: SubmoduleNames = None) -> tuple[dict, 
       ``model.apply``; ``mapping`` maps each torch parameter name to its :class:`ParamPath` in
       ``variables["params"]`` with the layout permutation, so
       ``from_torch(optimizer, params=(variables["params"], mapping))`` converts the optimizer's
-      moments along with the weights.
+      moments along with the weights. A tied parameter (one tensor under two names, as nanoGPT
+      ties ``lm_head.weight`` to ``transformer.wte.weight``) is exported once, at the first
+      name's place; the mapping records the tie by giving the second name that same
+      :class:`ParamPath` (build the flax model to reuse it, e.g. ``nn.Embed.attend``).
+
+    BatchNorm's running statistics are copied as they are. Torch updates ``running_var`` with the
+    *unbiased* batch variance (``n/(n−1)`` times the biased one it normalizes with), flax's
+    ``nn.BatchNorm`` with the biased one: evaluation with the mapped statistics agrees, but
+    training further updates the two differently (by the factor ``n/(n−1)`` on each new batch's
+    contribution).
 
     Example:
       >>> import torch, functional_optreg as fo
@@ -182,6 +201,10 @@ def module_to_flax(module: Any, *, names: SubmoduleNames = None) -> tuple[dict, 
     mapping: dict[str, ParamPath] = {}
     parameter_names = {name for name, _ in module.named_parameters()}
     for entry in _plan(module, names):
+        if entry.tied_to is not None:
+            if entry.tied_to in mapping:
+                mapping[entry.key] = mapping[entry.tied_to]
+            continue
         array = _torch.to_numpy(state[entry.key])
         if entry.permutation is not None:
             array = np.ascontiguousarray(np.transpose(array, entry.permutation))
