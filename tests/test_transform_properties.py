@@ -145,3 +145,30 @@ def test_grads_of_another_dtype_name_the_path(case, with_params):
         grads["dense"]["kernel"] = grads["dense"]["kernel"].astype(jnp.float32)
         with pytest.raises(TypeError, match=r"\['dense'\]\['kernel'\] have dtype float32.*float64"):
             tx.update(grads, state, params if with_params else None)
+
+
+WEIGHT_DECAY_FACTORIES = ["sgd", "adam", "adamax", "adagrad", "nadam", "radam", "rmsprop", "adadelta"]
+
+
+@pytest.mark.parametrize("name", WEIGHT_DECAY_FACTORIES)
+def test_injected_hyperparams_under_jit_need_params_only_for_nonzero_weight_decay(name):
+    """``inject_hyperparams`` traces every numeric argument under ``jit``, the default
+    ``weight_decay=0.0`` included: an update without params must work while it is 0, and fail
+    naming the optimizer once it is set to a non-zero value."""
+    import functional_optreg as fo
+
+    tx = optax.inject_hyperparams(getattr(fo, name))(lr=0.01)
+    params = small_params()
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    updates, state = update(gradients_like(params), state)
+    with_params, _ = jax.jit(tx.update)(gradients_like(params), tx.init(params), params)
+    # Same step with and without params (NAdam rounds its two addcdiv_ terms in torch's order only
+    # when given params: the float32 contract, not bitwise).
+    for a, b in zip(
+        jax.tree.leaves(optax.apply_updates(params, updates)), jax.tree.leaves(optax.apply_updates(params, with_params))
+    ):
+        np.testing.assert_allclose(a, b, rtol=1.3e-6, atol=1e-5)
+    state = fo.set_hyperparams(state, weight_decay=0.1)
+    with pytest.raises(Exception, match=f"{name} needs the current parameters for weight_decay"):
+        jax.block_until_ready(update(gradients_like(params), state))

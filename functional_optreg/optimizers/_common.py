@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from functional_optreg import _tree
+from functional_optreg import _scalars, _tree
 
 
 def check_update_inputs(name: str, grads: Any, state_like_params: Any, params: Any) -> None:
@@ -21,6 +21,30 @@ def check_update_inputs(name: str, grads: Any, state_like_params: Any, params: A
         check_grad_dtypes(grads, params, "params")
     elif state_like_params is not grads:
         check_grad_dtypes(grads, state_like_params, "the optimizer state")
+
+
+def weight_decay_in_use(weight_decay: Any, params: Any, optimizer_name: str) -> bool:
+    """Whether an update applies ``weight_decay`` (and so needs ``params``).
+
+    A concrete zero needs nothing. With ``params`` any other value is applied. Without them a
+    concrete non-zero value is an error naming the optimizer, while a traced one (the
+    hyperparameters of ``optax.inject_hyperparams`` under ``jit``, whose default weight decay is
+    0) is skipped and checked when the step runs: the step raises if it is not zero.
+    """
+    if _scalars.is_zero(weight_decay):
+        return False
+    if params is not None:
+        return True
+    if not isinstance(weight_decay, jax.core.Tracer):
+        _tree.require_params(params, optimizer_name, "weight_decay")
+    message = f"{optimizer_name} needs the current parameters for weight_decay: call update(grads, state, params)."
+
+    def check(value: Any) -> None:
+        if float(value) != 0.0:
+            raise ValueError(message)
+
+    jax.debug.callback(check, weight_decay)
+    return False
 
 
 def check_grad_dtypes(grads: Any, reference: Any, reference_name: str) -> None:

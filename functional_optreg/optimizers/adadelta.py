@@ -80,7 +80,6 @@ def adadelta(
     _validation.check_eps(eps)
     _validation.check_weight_decay(weight_decay)
     _validation.check_implementation_flags(foreach=foreach, capturable=capturable, differentiable=differentiable)
-    use_weight_decay = not _scalars.is_zero(weight_decay)
 
     def init_fn(params):
         _tree.check_float_params(params)
@@ -92,8 +91,7 @@ def adadelta(
 
     def update_fn(grads, state, params=None):
         _common.check_update_inputs("adadelta", grads, state.square_avg, params)
-        if use_weight_decay:
-            _tree.require_params(params, "adadelta", "weight_decay")
+        use_weight_decay = _common.weight_decay_in_use(weight_decay, params, "adadelta")
         lr_t = _scalars.value_at(lr, state.step)
 
         def leaf(g, p, square_avg, acc_delta):

@@ -83,7 +83,6 @@ def adagrad(
     _validation.check_initial_accumulator_value(initial_accumulator_value)
     _validation.check_eps(eps)
     _validation.check_implementation_flags(foreach=foreach, fused=fused, differentiable=differentiable)
-    use_weight_decay = not _scalars.is_zero(weight_decay)
     use_lr_decay = not _scalars.is_zero(lr_decay)
     float32_lr = _scalars.is_float32_tensor_lr(lr)
 
@@ -96,8 +95,7 @@ def adagrad(
 
     def update_fn(grads, state, params=None):
         _common.check_update_inputs("adagrad", grads, state.sum, params)
-        if use_weight_decay:
-            _tree.require_params(params, "adagrad", "weight_decay")
+        use_weight_decay = _common.weight_decay_in_use(weight_decay, params, "adagrad")
         lr_t = _scalars.value_at(lr, state.step)
         if use_lr_decay:
             # state.step is torch's ``step - 1``: the count before this update.

@@ -81,7 +81,6 @@ def adamax(
     _validation.check_weight_decay(weight_decay)
     _validation.check_implementation_flags(foreach=foreach, capturable=capturable, differentiable=differentiable)
     beta1, beta2 = betas
-    use_weight_decay = not _scalars.is_zero(weight_decay)
     float32_lr = _scalars.is_float32_tensor_lr(lr)
 
     def init_fn(params):
@@ -94,8 +93,7 @@ def adamax(
 
     def update_fn(grads, state, params=None):
         _common.check_update_inputs("adamax", grads, state.exp_avg, params)
-        if use_weight_decay:
-            _tree.require_params(params, "adamax", "weight_decay")
+        use_weight_decay = _common.weight_decay_in_use(weight_decay, params, "adamax")
         lr_t = _scalars.value_at(lr, state.step)
         beta1_t = _scalars.value_at(beta1, state.step)
         beta2_t = _scalars.value_at(beta2, state.step)

@@ -182,7 +182,6 @@ def muon(
         raise ValueError("Coefficients must be a tuple of exactly 3 values")
     for index, coefficient in enumerate(ns_coefficients):
         _validation.check_number(coefficient, f"ns_coefficients[{index}]")
-    use_weight_decay = not _scalars.is_zero(weight_decay)
 
     def init_fn(params):
         _tree.check_float_params(params)
@@ -192,8 +191,7 @@ def muon(
 
     def update_fn(grads, state, params=None):
         _common.check_update_inputs("muon", grads, state.momentum_buffer, params)
-        if use_weight_decay:
-            _tree.require_params(params, "muon", "weight_decay")
+        use_weight_decay = _common.weight_decay_in_use(weight_decay, params, "muon")
         lr_t = _scalars.value_at(lr, state.step)
         momentum_t = _scalars.value_at(momentum, state.step)
 

@@ -131,7 +131,6 @@ def radam(
     _validation.check_weight_decay(weight_decay)
     _validation.check_implementation_flags(foreach=foreach, capturable=capturable, differentiable=differentiable)
     beta1, beta2 = betas
-    use_weight_decay = not _scalars.is_zero(weight_decay)
 
     def init_fn(params):
         _tree.check_float_params(params)
@@ -143,8 +142,7 @@ def radam(
 
     def update_fn(grads, state, params=None):
         _common.check_update_inputs("radam", grads, state.exp_avg, params)
-        if use_weight_decay:
-            _tree.require_params(params, "radam", "weight_decay")
+        use_weight_decay = _common.weight_decay_in_use(weight_decay, params, "radam")
         lr_t = _scalars.value_at(lr, state.step)
         beta1_t = _scalars.value_at(beta1, state.step)
         beta2_t = _scalars.value_at(beta2, state.step)

@@ -90,7 +90,6 @@ def rmsprop(
     _validation.check_alpha(alpha)
     _validation.check_implementation_flags(foreach=foreach, capturable=capturable, differentiable=differentiable)
     use_momentum = not _scalars.is_zero(momentum)
-    use_weight_decay = not _scalars.is_zero(weight_decay)
 
     def init_fn(params):
         _tree.check_float_params(params)
@@ -103,8 +102,7 @@ def rmsprop(
 
     def update_fn(grads, state, params=None):
         _common.check_update_inputs("rmsprop", grads, state.square_avg, params)
-        if use_weight_decay:
-            _tree.require_params(params, "rmsprop", "weight_decay")
+        use_weight_decay = _common.weight_decay_in_use(weight_decay, params, "rmsprop")
         lr_t = _scalars.value_at(lr, state.step)
         momentum_t = _scalars.value_at(momentum, state.step)
 

@@ -96,7 +96,6 @@ def sgd(
     switchable = isinstance(momentum, jax.Array)
     if nesterov and (_scalars.is_zero(momentum) or _scalars.is_known_nonzero(dampening)):
         raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-    use_weight_decay = not _scalars.is_zero(weight_decay)
 
     def init_fn(params):
         _tree.check_float_params(params)
@@ -107,8 +106,7 @@ def sgd(
     def update_fn(grads, state, params=None):
         reference = grads if state.momentum_buffer is None else state.momentum_buffer
         _common.check_update_inputs("sgd", grads, reference, params)
-        if use_weight_decay:
-            _tree.require_params(params, "sgd", "weight_decay")
+        use_weight_decay = _common.weight_decay_in_use(weight_decay, params, "sgd")
         lr_t = _scalars.value_at(lr, state.step)
         momentum_t = _scalars.value_at(momentum, state.step)
         # The state, not the hyperparameter, decides: under optax.inject_hyperparams ``init`` sees
