@@ -4,7 +4,10 @@
 called.
 
 * :func:`from_torch` — a live ``torch.optim`` optimizer (and lr scheduler) → ``(transform,
-  state)`` continuing exactly where torch is (``(solver, state)`` for ``LBFGS``).
+  state)`` continuing exactly where torch is (``(solver, state)`` for ``LBFGS``), with the
+  scheduler stepped per update or per epoch (``steps_per_epoch=``, inferred where torch's update
+  count tells) and each group's numeric hyperparameters in the state
+  (``fo.set_hyperparams(state, group=g, lr=x)``).
 * :func:`to_torch_state_dict` — our state → a dict torch's ``optimizer.load_state_dict``
   accepts; :func:`to_torch_scheduler_state_dict` likewise for the scheduler.
 * :func:`load_torch_checkpoint` — read a saved checkpoint with ``torch.load(weights_only=True)``.

@@ -201,20 +201,19 @@ def from_torch(
         first += len(group["params"])
     groups = tuple(group_list)
     torch_state = optimizer.state_dict()["state"]
-    converted = None if scheduler is None else _schedulers.convert(scheduler, optimizer, adapter)
+    converted = _schedulers.convert(scheduler, optimizer, adapter)
     torch_counts, has_state = _torch_counts(adapter, groups, layout, torch_state)
     clock = _clock.resolve(
         adapter.torch_name,
         torch_counts,
         has_state,
-        None if converted is None else converted.name,
-        None if converted is None else converted.epoch,
+        converted.name,
+        converted.epoch,
         steps_per_epoch,
         update_count,
-        rate_needed=converted is None or not converted.plateau,
+        rate_needed=converted.rate_needed,
     )
-    if converted is not None:
-        converted = dataclasses.replace(converted, steps_per_epoch=clock.steps_per_epoch)
+    converted = dataclasses.replace(converted, steps_per_epoch=clock.steps_per_epoch)
     if adapter.torch_name == "LBFGS":
         return _lbfgs.from_torch(adapter, converted, clock.counts[0], groups, layout, tree, torch_state)
 
@@ -222,15 +221,10 @@ def from_torch(
     factory = adapter.load_factory()
     transforms = []
     for g, group in enumerate(groups):
-        overrides = {} if converted is None else converted.overrides(g, starts[g], group.hyperparams)
-        driven = frozenset(overrides) | (
-            frozenset({"lr"}) if converted is not None and converted.plateau else frozenset()
-        )
+        overrides = converted.overrides(g, starts[g], group.hyperparams)
         kwargs = factory_kwargs(adapter, factory, group.hyperparams, overrides)
-        tx = _injection.inject(adapter.torch_name, factory, kwargs, driven)
-        if converted is not None:
-            tx = converted.group_transform(g, tx, group.hyperparams)
-        transforms.append(tx)
+        tx = _injection.inject(adapter.torch_name, factory, kwargs, converted.driven(overrides))
+        transforms.append(converted.group_transform(g, tx, group.hyperparams))
     spec = TorchOptimizerSpec(adapter.torch_name, groups, layout, converted, tuple(starts))
     if spec.multi_group:
         inner = optax.multi_transform(dict(enumerate(transforms)), _labels(spec))
@@ -243,7 +237,7 @@ def from_torch(
     filled = []
     for g, (group, group_template) in enumerate(zip(groups, _group_states(spec, template))):
         indices = layout.indices_in_leaf_order(group.param_ids)
-        injected = group_template if converted is None else converted.optimizer_state(group_template)
+        injected = converted.optimizer_state(group_template)
         optimizer_template = injected.inner_state
         optimizer_state = _state.state_from_torch(
             adapter,
@@ -255,7 +249,7 @@ def from_torch(
             starts[g],
         )
         injected = injected._replace(inner_state=optimizer_state, count=jnp.asarray(starts[g], injected.count.dtype))
-        filled.append(injected if converted is None else converted.join(group_template, injected))
+        filled.append(converted.join(group_template, injected))
     return tx, _assemble(spec, filled)
 
 
@@ -284,7 +278,7 @@ def _assemble(spec: TorchOptimizerSpec, group_states: Sequence[Any]) -> Any:
 def _optimizer_states(spec: TorchOptimizerSpec, state: Any) -> tuple[list[Any], list[Any], list[Any]]:
     """Per group: the full group state, its ``inject_hyperparams`` state and the optimizer's state."""
     group_states = _group_states(spec, state)
-    injected = group_states if spec.scheduler is None else [spec.scheduler.optimizer_state(s) for s in group_states]
+    injected = [spec.scheduler.optimizer_state(s) for s in group_states]
     return group_states, injected, [s.inner_state for s in injected]
 
 
@@ -326,9 +320,8 @@ def to_torch_state_dict(transform: Any, state: Any) -> dict[str, Any]:
         per_param.update(_state.state_to_torch(adapter, optimizer_states[g], structures[g], indices, spec.layout))
         hyperparams = dict(group.hyperparams)
         hyperparams.update(_injection.written_back(group.hyperparams, injected[g].hyperparams))
-        if spec.scheduler is not None:
-            elapsed = spec.scheduler.epochs_since(spec.start_steps[g], int(optimizer_states[g].step))
-            hyperparams.update(spec.scheduler.current(g, elapsed, hyperparams, group_states[g]))
+        elapsed = spec.scheduler.epochs_since(spec.start_steps[g], int(optimizer_states[g].step))
+        hyperparams.update(spec.scheduler.current(g, elapsed, hyperparams, group_states[g]))
         packed = {key: torch.tensor(value) if key in group.tensor_keys else value for key, value in hyperparams.items()}
         packed["params"] = list(group.param_ids)
         if group.param_names is not None:
@@ -355,16 +348,17 @@ def to_torch_scheduler_state_dict(transform: Any, state: Any) -> dict[str, Any]:
       (constructing a scheduler steps it once, which rewrites the lrs), as torch documents.
     """
     spec = spec_of(transform)
-    if spec.scheduler is None:
-        raise ValueError("this transform was converted without a scheduler.")
     if spec.optimizer == "LBFGS":
         return _lbfgs.to_torch_scheduler_state_dict(spec, state)
     group_states, _, optimizer_states = _optimizer_states(spec, state)
     elapsed = spec.scheduler.epochs_since(spec.start_steps[0], int(optimizer_states[0].step))
     lrs = [
-        spec.scheduler.current(
-            g, spec.scheduler.epochs_since(spec.start_steps[g], int(s.step)), dict(group.hyperparams), gs
-        )["lr"]
+        {
+            **group.hyperparams,
+            **spec.scheduler.current(
+                g, spec.scheduler.epochs_since(spec.start_steps[g], int(s.step)), dict(group.hyperparams), gs
+            ),
+        }["lr"]
         for g, (group, s, gs) in enumerate(zip(spec.groups, optimizer_states, group_states))
     ]
     return spec.scheduler.state_dict(elapsed, lrs, group_states)

@@ -74,7 +74,7 @@ def from_torch(
         raise ValueError(
             f"torch.optim.LBFGS state has the key(s) {unknown}, which functional_optreg.lbfgs does not know."
         )
-    overrides = {} if converted is None else converted.overrides(0, start, group.hyperparams)
+    overrides = converted.overrides(0, start, group.hyperparams)
     factory = adapter.load_factory()
     solver = factory(**factory_kwargs(adapter, factory, group.hyperparams, overrides))
     spec = TorchOptimizerSpec(adapter.torch_name, tuple(groups), layout, converted, (start,))
@@ -128,9 +128,8 @@ def _fill(ours: Any, state: dict, layout: Layout) -> Any:
 def to_torch_state_dict(spec: TorchOptimizerSpec, state: Any) -> dict:
     (group,) = spec.groups
     hyperparams = dict(group.hyperparams)
-    if spec.scheduler is not None:
-        elapsed = spec.scheduler.epochs_since(spec.start_steps[0], int(state.step))
-        hyperparams.update(spec.scheduler.current(0, elapsed, hyperparams, state))
+    elapsed = spec.scheduler.epochs_since(spec.start_steps[0], int(state.step))
+    hyperparams.update(spec.scheduler.current(0, elapsed, hyperparams, state))
     torch = _torch.torch_module()
     packed = {key: torch.tensor(value) if key in group.tensor_keys else value for key, value in hyperparams.items()}
     packed["params"] = list(group.param_ids)
@@ -165,5 +164,6 @@ def _state_to_torch(layout: Layout, state: Any) -> dict:
 
 def to_torch_scheduler_state_dict(spec: TorchOptimizerSpec, state: Any) -> dict:
     elapsed = spec.scheduler.epochs_since(spec.start_steps[0], int(state.step))
-    lr = spec.scheduler.current(0, elapsed, dict(spec.groups[0].hyperparams), state)["lr"]
+    hyperparams = dict(spec.groups[0].hyperparams)
+    lr = {**hyperparams, **spec.scheduler.current(0, elapsed, hyperparams, state)}["lr"]
     return spec.scheduler.state_dict(elapsed, [lr], [state])

@@ -7,7 +7,12 @@ per scheduler step (:mod:`._clock`), the update counted ``c`` uses torch's epoch
 ``last_epoch + ⌊c/k⌋ − ⌊c₀/k⌋``, where ``c₀`` is the group's count at conversion (``k = 1``:
 ``last_epoch + (c − c₀)``). ``ReduceLROnPlateau`` becomes ``fo.reduce_lr_on_plateau`` chained
 after each group's optimizer, its counters taken from torch; it decides only on the updates that
-receive a metric (``value=``), so it follows a per-update or a per-epoch loop alike.
+receive a metric (``value=`` / ``epoch_value=``), so it follows a per-update or a per-epoch loop.
+
+One interface, three variants (:func:`convert` picks one): :class:`NoScheduler` (no scheduler:
+nothing replaced), :class:`EpochSchedules` (every class but ReduceLROnPlateau: shifted schedules
+replace ``lr`` / ``momentum`` / ``betas``) and :class:`Plateau` (a transform chained after each
+group's optimizer).
 """
 
 from __future__ import annotations
@@ -179,42 +184,76 @@ def _state_snapshot(scheduler: Any) -> dict:
 
 
 @dataclasses.dataclass(frozen=True)
-class ConvertedScheduler:
-    """A torch lr scheduler as schedules (or, for ReduceLROnPlateau, a transform) per group.
+class NoScheduler:
+    """The scheduler interface when none was converted: the optimizer's hyperparameters stay."""
+
+    name: str | None = None
+    epoch: int | None = None
+    steps_per_epoch: int = 1
+    rate_needed: bool = False
+
+    def epochs_since(self, start_step: int, step: int) -> int:
+        return 0
+
+    def overrides(self, group: int, start_step: int, hyperparams: Mapping[str, Any]) -> dict:
+        """Our factory arguments this scheduler replaces (by schedules) for param group ``group``."""
+        return {}
+
+    def driven(self, overrides: Mapping[str, Any]) -> frozenset[str]:
+        """The hyperparameters this scheduler sets, which therefore stay out of the state."""
+        return frozenset(overrides)
+
+    def group_transform(self, group: int, tx: Any, hyperparams: Mapping[str, Any]) -> Any:
+        """The group's transform around its optimizer ``tx``."""
+        return tx
+
+    def optimizer_state(self, group_state: Any) -> Any:
+        """The optimizer's part of a group state."""
+        return group_state
+
+    def join(self, group_template: Any, optimizer_state: Any) -> Any:
+        """The group state around ``optimizer_state`` (inverse of :meth:`optimizer_state`)."""
+        return optimizer_state
+
+    def current(self, group: int, elapsed: int, hyperparams: dict, group_state: Any) -> dict:
+        """The hyperparameters this scheduler has set in torch's param group ``group``,
+        ``elapsed`` scheduler steps after conversion."""
+        return {}
+
+    def state_dict(self, elapsed: int, lrs: list[float], group_states: Sequence[Any]) -> dict:
+        """Torch's ``scheduler.state_dict()`` ``elapsed`` scheduler steps after conversion."""
+        raise ValueError("this transform was converted without a scheduler.")
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochSchedules(NoScheduler):
+    """A scheduler of the epoch (every class but ReduceLROnPlateau) as one schedule per group.
 
     Attributes:
       name: the torch class name.
       epoch: torch's ``last_epoch`` at conversion.
+      steps_per_epoch: optimizer updates per ``scheduler.step()``.
       snapshot: ``scheduler.state_dict()`` at conversion.
       member_names: for SequentialLR / ChainedScheduler, the members' class names.
-      lr: per group, the lr schedule of the epoch (``None`` for ReduceLROnPlateau).
+      lr: per group, the lr schedule of the epoch.
       momentum: per group, the momentum schedule of the epoch (``cycle_momentum``) or ``None``.
       use_beta1: the momentum schedule drives ``betas[0]`` (Adam family) instead of ``momentum``.
-      steps_per_epoch: optimizer updates per ``scheduler.step()``.
     """
 
-    name: str
-    epoch: int
-    snapshot: dict
-    member_names: tuple[str, ...]
-    lr: tuple[Any, ...]
-    momentum: tuple[Any, ...]
-    use_beta1: bool
-    steps_per_epoch: int = 1
-
-    @property
-    def plateau(self) -> bool:
-        return self.name == "ReduceLROnPlateau"
+    snapshot: dict = dataclasses.field(default_factory=dict)
+    member_names: tuple[str, ...] = ()
+    lr: tuple[Any, ...] = ()
+    momentum: tuple[Any, ...] = ()
+    use_beta1: bool = False
+    rate_needed: bool = True
 
     def epochs_since(self, start_step: int, step: int) -> int:
-        """Scheduler steps taken between the update counts ``start_step`` (conversion) and ``step``."""
         k = self.steps_per_epoch
         return step // k - start_step // k
 
     def overrides(self, group: int, start_step: int, hyperparams: Mapping[str, Any]) -> dict:
-        """Our factory arguments replaced by shifted schedules for param group ``group``."""
-        if self.plateau:
-            return {}
+        """``lr`` (and ``momentum`` / ``betas``) as the group's schedules, shifted to the epoch."""
+        assert self.epoch is not None
         offset = self.epoch - start_step // self.steps_per_epoch
         replaced: dict[str, Any] = {"lr": ShiftedSchedule(self.lr[group], offset, self.steps_per_epoch)}
         momentum = self.momentum[group]
@@ -226,10 +265,43 @@ class ConvertedScheduler:
                 replaced["momentum"] = shifted
         return replaced
 
+    def current(self, group: int, elapsed: int, hyperparams: dict, group_state: Any) -> dict:
+        assert self.epoch is not None
+        epoch = jnp.asarray(self.epoch + elapsed, jnp.int32)
+        values: dict[str, Any] = {"lr": float(self.lr[group](epoch))}
+        momentum = self.momentum[group]
+        if momentum is not None:
+            value = float(momentum(epoch))
+            if self.use_beta1:
+                values["betas"] = (value, hyperparams["betas"][1])
+            else:
+                values["momentum"] = value
+        return values
+
+    def state_dict(self, elapsed: int, lrs: list[float], group_states: Sequence[Any]) -> dict:
+        assert self.name is not None and self.epoch is not None
+        return _scheduler_state.advanced_state_dict(
+            self.name, self.snapshot, self.member_names, self.epoch, elapsed, lrs, self.lr
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Plateau(NoScheduler):
+    """ReduceLROnPlateau as ``fo.reduce_lr_on_plateau`` chained after each group's optimizer,
+    its counters taken from torch; it decides when given a metric, so it needs no rate.
+
+    Attributes:
+      name: ``"ReduceLROnPlateau"``.
+      epoch: torch's ``last_epoch`` (metrics seen) at conversion.
+      snapshot: ``scheduler.state_dict()`` at conversion.
+    """
+
+    snapshot: dict = dataclasses.field(default_factory=dict)
+
+    def driven(self, overrides: Mapping[str, Any]) -> frozenset[str]:
+        return frozenset({"lr"})
+
     def group_transform(self, group: int, tx: Any, hyperparams: Mapping[str, Any]) -> Any:
-        """The group's optimizer, with ReduceLROnPlateau chained after it."""
-        if not self.plateau:
-            return tx
         import functional_optreg.schedules as fs
 
         s = self.snapshot
@@ -247,12 +319,9 @@ class ConvertedScheduler:
         return optax.chain(tx, plateau)
 
     def optimizer_state(self, group_state: Any) -> Any:
-        return group_state[0] if self.plateau else group_state
+        return group_state[0]
 
     def join(self, group_template: Any, optimizer_state: Any) -> Any:
-        """The group state around ``optimizer_state``, with ReduceLROnPlateau's counters from torch."""
-        if not self.plateau:
-            return optimizer_state
         s = self.snapshot
         plateau = group_template[1]
         return (
@@ -266,27 +335,10 @@ class ConvertedScheduler:
         )
 
     def current(self, group: int, elapsed: int, hyperparams: dict, group_state: Any) -> dict:
-        """The hyperparameters torch's param group holds ``elapsed`` scheduler steps after conversion."""
-        if self.plateau:
-            return {"lr": float(group_state[1].last_lr)}
-        epoch = jnp.asarray(self.epoch + elapsed, jnp.int32)
-        values: dict[str, Any] = {"lr": float(self.lr[group](epoch))}
-        momentum = self.momentum[group]
-        if momentum is not None:
-            value = float(momentum(epoch))
-            if self.use_beta1:
-                values["betas"] = (value, hyperparams["betas"][1])
-            else:
-                values["momentum"] = value
-        return values
+        return {"lr": float(group_state[1].last_lr)}
 
     def state_dict(self, elapsed: int, lrs: list[float], group_states: Sequence[Any]) -> dict:
-        """Torch's ``scheduler.state_dict()`` ``elapsed`` steps after conversion."""
-        if self.plateau:
-            return _scheduler_state.plateau_state_dict(self.snapshot, group_states[0][1], lrs)
-        return _scheduler_state.advanced_state_dict(
-            self.name, self.snapshot, self.member_names, self.epoch, elapsed, lrs, self.lr
-        )
+        return _scheduler_state.plateau_state_dict(self.snapshot, group_states[0][1], lrs)
 
 
 _PROPORTIONAL = frozenset(
@@ -295,8 +347,11 @@ _PROPORTIONAL = frozenset(
 """Optimizers whose update is proportional to the lr, given the state (ReduceLROnPlateau scales it)."""
 
 
-def convert(scheduler: Any, optimizer: Any, adapter: Any) -> ConvertedScheduler:
-    """Convert ``scheduler`` (of ``optimizer``) for the optimizer described by ``adapter``."""
+def convert(scheduler: Any, optimizer: Any, adapter: Any) -> NoScheduler:
+    """Convert ``scheduler`` (of ``optimizer``, ``None`` for none) for the optimizer described by
+    ``adapter``."""
+    if scheduler is None:
+        return NoScheduler()
     name = _member_name(scheduler)
     if scheduler.optimizer is not optimizer and name != "ChainedScheduler":
         raise ValueError(f"the {name} given steps another optimizer than the one given.")
@@ -308,9 +363,7 @@ def convert(scheduler: Any, optimizer: Any, adapter: Any) -> ConvertedScheduler:
                 f"ReduceLROnPlateau scales the updates by the lr ratio, which is not the effect of a "
                 f"new lr on torch.optim.{adapter.torch_name}; this pair cannot be converted."
             )
-        return ConvertedScheduler(
-            name, int(scheduler.last_epoch), snapshot, (), (None,) * groups, (None,) * groups, False
-        )
+        return Plateau(name=name, epoch=int(scheduler.last_epoch), snapshot=snapshot)
     members: tuple[str, ...] = ()
     if name in ("SequentialLR", "ChainedScheduler"):
         members = tuple(_member_name(m) for m in scheduler._schedulers)
@@ -330,4 +383,12 @@ def convert(scheduler: Any, optimizer: Any, adapter: Any) -> ConvertedScheduler:
                 "the lr was changed outside this scheduler (another scheduler, or by hand), so the "
                 "schedule would not continue torch's."
             )
-    return ConvertedScheduler(name, epoch, snapshot, members, tuple(lrs), tuple(momenta), use_beta1)
+    return EpochSchedules(
+        name=name,
+        epoch=epoch,
+        snapshot=snapshot,
+        member_names=members,
+        lr=tuple(lrs),
+        momentum=tuple(momenta),
+        use_beta1=use_beta1,
+    )

@@ -48,7 +48,8 @@ class TorchOptimizerSpec:
       groups: the param groups, in torch's order; with several, the transform is an
         ``optax.multi_transform`` whose labels are the group indices ``0, 1, ...``.
       layout: where each torch parameter lives in the JAX tree.
-      scheduler: the converted scheduler (see :mod:`._schedulers`), or ``None``.
+      scheduler: the converted scheduler (see :mod:`._schedulers`: ``NoScheduler``,
+        ``EpochSchedules`` or ``Plateau``).
       start_steps: per group, the update count of our state at conversion (the scheduler's
         epoch advances with it).
     """
@@ -56,7 +57,7 @@ class TorchOptimizerSpec:
     optimizer: str
     groups: tuple[GroupSpec, ...]
     layout: Layout
-    scheduler: Any = None
+    scheduler: Any
     start_steps: tuple[int, ...] = ()
 
     @property
