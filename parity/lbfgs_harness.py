@@ -295,10 +295,10 @@ def trajectory_sensitivity(
     return _floor(reference, runs, str(leaves[0].dtype))
 
 
-def step_sensitivity(
+def perturbed_single_steps(
     case: LBFGSCase, problem: Problem, leaves: list[np.ndarray], reference: list[TorchStep], rounding: Rounding
-) -> chaos.Sensitivity:
-    """Per step, how far one perturbed torch step from torch's own previous state moves."""
+) -> list[list[TorchStep]]:
+    """Per perturbation, per step k: one perturbed torch step from torch's own state after k − 1."""
     runs = []
     for perturbation in chaos.PERTURBATIONS:
         run = []
@@ -306,7 +306,14 @@ def step_sensitivity(
             start, resume = (leaves, None) if k == 0 else (reference[k - 1].params, reference[k - 1].state_dict)
             run += run_torch(case, problem, start, perturbation=perturbation, rounding=rounding, resume=resume, steps=1)
         runs.append(run)
-    return _floor(reference, runs, str(leaves[0].dtype))
+    return runs
+
+
+def step_sensitivity(
+    case: LBFGSCase, problem: Problem, leaves: list[np.ndarray], reference: list[TorchStep], rounding: Rounding
+) -> chaos.Sensitivity:
+    """Per step, how far one perturbed torch step from torch's own previous state moves."""
+    return _floor(reference, perturbed_single_steps(case, problem, leaves, reference, rounding), str(leaves[0].dtype))
 
 
 def run_lbfgs_case(case: LBFGSCase, dtype: str) -> LBFGSReport:
@@ -351,3 +358,72 @@ def run_lbfgs_case(case: LBFGSCase, dtype: str) -> LBFGSReport:
         if not report.verdict("free").passed:
             report.free_sensitivity = trajectory_sensitivity(case, problem, leaves, records, rounding)
     return report
+
+
+STATE_ENTRIES = ("d", "t", "H_diag", "prev_flat_grad", "prev_loss", "old_dirs", "old_stps", "ro")
+"""Torch's LBFGS state keys that carry information between steps (``al`` is scratch space)."""
+
+
+def _torch_state_arrays(snapshot: dict) -> dict[str, np.ndarray]:
+    arrays = {key: np.asarray(snapshot[key], dtype=np.float64) for key in STATE_ENTRIES if key in snapshot}
+    for key in ("old_dirs", "old_stps"):  # a list of flat vectors, possibly empty: rows × n
+        if key in arrays:
+            arrays[key] = arrays[key].reshape(len(snapshot[key]), np.size(snapshot["d"]))
+    return arrays
+
+
+def _our_state_arrays(state: fo.LBFGSState) -> dict[str, np.ndarray]:
+    arrays = dict(zip(("old_dirs", "old_stps", "ro"), state.history()))
+    arrays.update({key: np.asarray(getattr(state, key)) for key in STATE_ENTRIES[:5]})
+    return {key: np.asarray(value, dtype=np.float64) for key, value in arrays.items()}
+
+
+def synced_state_verdicts(case: LBFGSCase, dtype: str = "float64") -> dict[str, chaos.Verdict]:
+    """Per state entry, the judgement of our state after one step from torch's state against
+    torch's: normwise relative error per step (a history entry as one array), within the
+    contract, or where torch's own single step misses it under the perturbations of
+    :mod:`parity.chaos`, within ``ALLOWANCE`` times that floor."""
+    with jax.enable_x64(dtype == "float64"):
+        problem = case.problem()
+        leaves, treedef = jax.tree.flatten(problem.params)
+        leaves = [np.asarray(leaf, dtype=dtype) for leaf in leaves]
+        records = run_torch(case, problem, leaves)
+
+        def tree(arrays):
+            return treedef.unflatten([jnp.asarray(a) for a in arrays])
+
+        solver = fo.lbfgs(**{**case.kwargs, **case.ours_kwargs})
+        init = solver.init(tree(leaves))
+        step = jax.jit(functools.partial(solver.step, problem.jax_loss))
+        errors: dict[str, list[float]] = {}
+        for k, theirs in enumerate(records):
+            if k == 0:
+                ours = step(tree(leaves), init)[1]
+            else:
+                ours = step(tree(records[k - 1].params), state_from_torch(records[k - 1].snapshot, init, k))[1]
+            our_arrays = _our_state_arrays(ours)
+            for key, value in _torch_state_arrays(theirs.snapshot).items():
+                errors.setdefault(key, []).append(verify._relative_error(our_arrays[key], value))
+        sensitivities: dict[str, chaos.Sensitivity] = {}
+        if any(max(values) > chaos.contract(dtype) for values in errors.values()):
+            runs = perturbed_single_steps(case, problem, leaves, records, evaluation_rounding(problem, leaves, tree))
+            for key in errors:
+                floors = [
+                    max(_state_deviation(key, run[k], reference) for run in runs) for k, reference in enumerate(records)
+                ]
+                sensitivities[key] = chaos.Sensitivity(np.asarray(floors), np.zeros(len(records), bool))
+    return {
+        key: chaos.judge(np.asarray(values), np.ones(len(values), bool), dtype, sensitivities.get(key), False)
+        for key, values in errors.items()
+    }
+
+
+def _state_deviation(key: str, moved: TorchStep, reference: TorchStep) -> float:
+    """A perturbed torch step's state entry against the reference's (``inf`` if the history
+    lengths part: a branch flipped)."""
+    theirs, ours = _torch_state_arrays(reference.snapshot).get(key), _torch_state_arrays(moved.snapshot).get(key)
+    if theirs is None:
+        return 0.0
+    if ours is None or ours.shape != theirs.shape:
+        return np.inf
+    return verify._relative_error(ours, theirs)
