@@ -163,11 +163,8 @@ def cyclic_momentum(
 
     with :math:`s_t` and :math:`f` as in :func:`cyclic_lr`: momentum moves opposite to the lr.
 
-    Args:
-      base_lr, max_lr, step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode,
-        cycle_momentum, base_momentum, max_momentum: exactly :func:`cyclic_lr`'s arguments (the
-        lr boundaries are not used), so ``kw = dict(...)`` gives ``fo.cyclic_lr(**kw)`` and
-        ``fo.cyclic_momentum(**kw)``.
+    The arguments are exactly :func:`cyclic_lr`'s (the lr boundaries are not used), so
+    ``kw = dict(...)`` gives ``fo.cyclic_lr(**kw)`` and ``fo.cyclic_momentum(**kw)``.
 
     Returns:
       A schedule of the update count for ``fo.sgd(momentum=...)`` or ``fo.adam(betas=(...,

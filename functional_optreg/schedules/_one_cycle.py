@@ -211,10 +211,7 @@ def one_cycle_momentum(
     ``max_momentum`` to ``base_momentum`` while the lr warms up, then back to ``max_momentum``
     (three-phase: back in the second phase, then constant).
 
-    Args:
-      max_lr, total_steps, epochs, steps_per_epoch, pct_start, anneal_strategy, cycle_momentum,
-        base_momentum, max_momentum, div_factor, final_div_factor, three_phase: exactly
-        :func:`one_cycle_lr`'s arguments, so one dict builds both.
+    The arguments are exactly :func:`one_cycle_lr`'s, so one dict builds both.
 
     Returns:
       A schedule of the update count for ``fo.sgd(momentum=...)`` or ``fo.adam(betas=(...,
