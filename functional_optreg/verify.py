@@ -209,10 +209,10 @@ def _agreeing(ours: np.ndarray, theirs: np.ndarray) -> np.ndarray | None:
     return (ours == theirs) | np.isnan(theirs)
 
 
-def _relative_error(ours: np.ndarray, theirs: np.ndarray) -> float:
-    """The largest ``|ours − torch|`` over the largest finite ``|torch|``; elements equal on both
-    sides (including equal infinities and NaN on both sides) count as 0, a NaN on one side only
-    or an infinity against anything else as ``inf``."""
+def _relative_error(ours: np.ndarray, theirs: np.ndarray, scale: float | None = None) -> float:
+    """The largest ``|ours − torch|`` over the largest finite ``|torch|`` (or over ``scale``);
+    elements equal on both sides (including equal infinities and NaN on both sides) count as 0,
+    a NaN on one side only or an infinity against anything else as ``inf``."""
     ours64, theirs64 = ours.astype(np.float64), theirs.astype(np.float64)
     agreeing = _agreeing(ours64, theirs64)
     if agreeing is None:
@@ -220,8 +220,8 @@ def _relative_error(ours: np.ndarray, theirs: np.ndarray) -> float:
     if np.all(agreeing):
         return 0.0
     diff = float(np.max(np.abs(ours64[~agreeing] - theirs64[~agreeing])))
-    finite = np.abs(theirs64[np.isfinite(theirs64)])
-    scale = float(np.max(finite, initial=0.0))
+    if scale is None:
+        scale = float(np.max(np.abs(theirs64[np.isfinite(theirs64)]), initial=0.0))
     return diff / scale if scale > 0 and np.isfinite(diff) else float("inf")
 
 
@@ -253,6 +253,7 @@ def compare(
     metric: Callable[[int, Sequence[np.ndarray]], float] | None = None,
     before_step: BeforeStep | None = None,
     state_pairs: StatePairs | None = None,
+    error_scale: str = "current",
     name: str = "case",
 ) -> ParityReport:
     """Run torch and ``transform`` side by side for ``steps`` steps and compare every step.
@@ -274,6 +275,11 @@ def compare(
       before_step: a mid-run event (see :data:`BeforeStep`), called before every step.
       state_pairs: the state of both sides to compare after every step (see
         :data:`StatePairs`); its errors count in the report like the parameters'.
+      error_scale: what a leaf's float64 error is relative to: ``"current"``, its largest
+        ``|torch value|`` at that step; ``"running"``, the largest it has had so far in the run,
+        for leaves that cross zero (a 0-d parameter reaching its minimum, a moment whose
+        gradient changes sign), whose rounding errors are those of the larger terms that
+        produced them.
       name: a label for the report.
 
     Returns:
@@ -283,6 +289,8 @@ def compare(
         raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
     if steps < 1:
         raise ValueError(f"steps must be positive, got {steps}")
+    if error_scale not in ("current", "running"):
+        raise ValueError(f"error_scale must be 'current' or 'running', got {error_scale!r}")
     with jax.enable_x64(dtype == "float64"):
         return _run(
             torch_optimizer,
@@ -295,6 +303,7 @@ def compare(
             metric,
             before_step,
             state_pairs,
+            error_scale,
             name,
         )
 
@@ -310,6 +319,7 @@ def _run(
     metric,
     before_step,
     state_pairs,
+    error_scale,
     name,
 ):
     import torch
@@ -337,6 +347,7 @@ def _run(
         return optax.apply_updates(params, updates), state
 
     relative_errors, closeness, losses = [], [], []
+    largest: list[float] = []
     for step in range(steps):
         if before_step is not None:
             state = before_step(step, optimizer, state)
@@ -370,7 +381,14 @@ def _run(
         )
         if state_pairs is not None:
             pairs += state_pairs(optimizer, state)
-        relative_errors.append(max((_relative_error(o, t) for o, t in pairs), default=0.0))
+        scales: list[float | None] = [None] * len(pairs)
+        if error_scale == "running":
+            largest.extend([0.0] * (len(pairs) - len(largest)))
+            for index, (_, t) in enumerate(pairs):
+                finite = np.abs(t[np.isfinite(t)])
+                largest[index] = max(largest[index], float(np.max(finite, initial=0.0)))
+            scales = list(largest[: len(pairs)])
+        relative_errors.append(max((_relative_error(o, t, s) for (o, t), s in zip(pairs, scales)), default=0.0))
         closeness.append(max((_closeness(o, t) for o, t in pairs), default=0.0))
 
     return ParityReport(

@@ -8,7 +8,9 @@ zeros, sign flips, bursts) and mid-run events (a hyperparameter set through
 ``fo.set_hyperparams``, momentum switched on or off, a checkpoint saved and restored). :func:`run`
 drives torch and ours through :func:`functional_optreg.verify.compare` (the one engine, with its
 ``before_step`` events and ``state_pairs``): every step's parameters *and* state are compared
-under the float64 contract (≤ 1e-12 relative, NaN and infinities exactly where torch has them).
+under the float64 contract (≤ 1e-12 relative, NaN and infinities exactly where torch has them;
+relative to each entry's largest value so far, since generated leaves such as a 0-d parameter or
+a moment cross zero).
 
 A failure is shrunk (:func:`shrink`) to a minimal configuration and printed as a runnable
 snippet (:func:`reproducer`). ``python -m parity fuzz --minutes N --seed S`` runs until the time is
@@ -368,6 +370,7 @@ def run(config: Config) -> Result:
             torch_scheduler=scheduler,
             before_step=_events(config),
             state_pairs=_state_pairs,
+            error_scale="running",
             name=config.optimizer,
         )
     except Exception as error:  # noqa: BLE001 - any exception on one side only is a finding
