@@ -9,7 +9,8 @@ compared with one uninterrupted torch run, step by step (≤ 1e-12 relative, doc
   into a fresh torch optimizer (and scheduler), which runs to the end.
 
 Models are lists of arrays in torch's order (the layout ``from_torch`` uses without ``params=``):
-a two-layer tanh MLP whose gradients depend on the parameters.
+a two-layer tanh MLP whose gradients depend on the parameters (imagenet's with a BatchNorm in
+training mode, normalizing with the batch's statistics, between the layers).
 """
 
 from __future__ import annotations
@@ -36,11 +37,15 @@ EPOCH = 4
 """Updates per epoch for the per-epoch schedulers (hand-over and hand-back fall on epoch ends)."""
 
 SHAPES = [(3, 5), (5,), (5, 2), (2,)]
+BATCH_NORM_SHAPES = [(3, 5), (5,), (5,), (5,), (5, 2), (2,)]
+"""With ``nn.BatchNorm1d(5)``'s weight and bias after the first layer."""
 
 
-def _init(seed: int = 0) -> list[np.ndarray]:
+def _init(seed: int = 0, shapes=SHAPES) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
-    return [rng.normal(size=shape) * 0.5 for shape in SHAPES]
+    return [
+        rng.normal(size=shape) * 0.5 + (1.0 if i == 2 and len(shapes) == 6 else 0.0) for i, shape in enumerate(shapes)
+    ]
 
 
 def _batch(it: int, micro: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -49,9 +54,19 @@ def _batch(it: int, micro: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _loss(params: Any, x: Any, y: Any, xp: Any) -> Any:
-    """The MLP's mean squared error; ``xp`` is ``torch`` or ``jnp``."""
-    w1, b1, w2, b2 = params
-    return ((xp.tanh(x @ w1 + b1) @ w2 + b2 - y) ** 2).mean()
+    """The MLP's mean squared error; ``xp`` is ``torch`` or ``jnp``. Six parameters: a BatchNorm
+    in training mode after the first layer (torch's ``F.batch_norm``: biased batch variance,
+    eps 1e-5)."""
+    if len(params) == 6:
+        w1, b1, gamma, beta, w2, b2 = params
+        h = x @ w1 + b1
+        mean = h.mean(0)
+        var = ((h - mean) ** 2).mean(0)
+        h = (h - mean) / xp.sqrt(var + 1e-5) * gamma + beta
+    else:
+        w1, b1, w2, b2 = params
+        h = x @ w1 + b1
+    return ((xp.tanh(h) @ w2 + b2 - y) ** 2).mean()
 
 
 def torch_loss(tensors, it, micro=0):
@@ -90,6 +105,8 @@ class Recipe:
     resume_torch: Callable[..., None] = lambda tensors, optimizer, scheduler, it: None
     """What torch's loop does between iterations ``it - 1`` and ``it`` that the JAX loop leaves
     to the next update (the per-epoch plateau step), run on the resumed torch side."""
+    init: Callable[[], list[np.ndarray]] = _init
+    """The initial parameters."""
 
 
 def _backward_step(tensors, optimizer, scheduler, it, clip=None, per_epoch=False):
@@ -160,6 +177,7 @@ IMAGENET = Recipe(
     lambda *a: _backward_step(*a, per_epoch=True),
     _imagenet_port,
     _imagenet_bridge,
+    init=lambda: _init(shapes=BATCH_NORM_SHAPES),
 )
 
 
@@ -422,7 +440,7 @@ def _tensors(arrays):
 
 
 def _reference(recipe):
-    tensors = _tensors(_init())
+    tensors = _tensors(recipe.init())
     optimizer, scheduler = recipe.make_torch(tensors)
     trajectory = []
     for it in range(STEPS):
@@ -436,14 +454,14 @@ def run_recipe(recipe: Recipe) -> dict[str, float]:
     with jax.enable_x64(True):
         reference = _reference(recipe)
         tx, step = recipe.port()
-        params = [jnp.asarray(a) for a in _init()]
+        params = [jnp.asarray(a) for a in recipe.init()]
         state = tx.init(params)
         full = []
         for it in range(STEPS):
             params, state = step(params, state, it)
             full.append(_relative(params, reference[it]))
 
-        tensors = _tensors(_init())
+        tensors = _tensors(recipe.init())
         optimizer, scheduler = recipe.make_torch(tensors)
         for it in range(HAND_OVER):
             recipe.torch_step(tensors, optimizer, scheduler, it)
