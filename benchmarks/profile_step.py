@@ -70,6 +70,7 @@ def _instructions(hlo: str) -> dict[str, tuple[str, str, str]]:
 def label(name: str, shape: str, body: str, op_name: str, batch: int) -> str:
     """The row of :data:`LABELS` a thunk belongs to (see the module docstring)."""
     del name
+    shape = shape.lstrip("(")  # a tuple's first element
     if "convolution(" in body and "fusion(" not in body:
         if shape.startswith(f"f32[{batch},28,28,32]"):
             return "conv1 forward"
@@ -87,9 +88,9 @@ def label(name: str, shape: str, body: str, op_name: str, batch: int) -> str:
         activation or re.match(r"[fs]32\[\d{4,}", shape)
     ):
         return "bias, ReLU and pooling"
-    if activation and (shape.startswith("s32") or any(key in body for key in ("maximum(", "select("))):
+    if activation:
         return "bias, ReLU and pooling"
-    if "transpose(" in body or "copy(" in body:
+    if ("transpose(" in body or "copy(" in body) and "," in shape.split("]")[0]:
         return "layout copies (transposes)"
     return "loss, bias grads, other"
 

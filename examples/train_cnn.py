@@ -37,6 +37,12 @@ if __package__ in (None, ""):
     # Run as a script (python examples/train_cnn.py): make the repository root importable.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+if __name__ == "__main__":
+    # Before the imports below: importing flax starts JAX's CPU backend, which reads XLA_FLAGS once.
+    from examples.seed_cnn import xla_cpu
+
+    xla_cpu.prefer_eigen_convolutions()
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -184,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     data = data_lib.load_mnist(args.mnist) if args.mnist else data_lib.load_digits()
     print(data)
+    print(f"XLA_FLAGS: {os.environ.get('XLA_FLAGS', '(unset)')}")
 
     parity_report = None
     if not args.no_parity and args.parity_steps > 0:
@@ -213,7 +220,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from examples.seed_cnn import xla_cpu
-
-    xla_cpu.prefer_eigen_convolutions()  # before the first computation; see examples/seed_cnn/xla_cpu.py
     sys.exit(main())

@@ -8,9 +8,10 @@ took 41% of the batch-256 step. With ``-individual_convolution`` in
 ``--xla_cpu_experimental_ynn_fusion_type`` XLA keeps its other YNNPACK fusions (dots,
 element-wise, reductions) and runs the convolutions itself.
 
-XLA reads ``XLA_FLAGS`` once, when JAX starts its CPU backend (the first computation), so
-:func:`prefer_eigen_convolutions` must run before that; ``examples/train_cnn.py`` calls it when run
-as a script, and ``benchmarks/train_step.py`` unless ``--plain-xla``. A user's own
+XLA reads ``XLA_FLAGS`` once, when JAX starts its CPU backend: at the first computation, or
+earlier, since importing flax starts it. So :func:`prefer_eigen_convolutions` must run before
+both; ``examples/train_cnn.py`` calls it ahead of its imports when run as a script, and
+``benchmarks/train_step.py`` before importing JAX unless ``--plain-xla``. A user's own
 ``xla_cpu_experimental_ynn_fusion_type`` setting is left alone.
 """
 
