@@ -161,6 +161,8 @@ def test_update_count_for_sgd_without_scheduler():
         assert int(fo.from_torch(optimizer, update_count=8)[1].inner_state.step) == 8
         # Without it torch's state tells only that the first step (buffer = gradient) is over.
         assert int(fo.from_torch(optimizer)[1].inner_state.step) == 1
+        with pytest.raises(ValueError, match="update_count=0, but torch.optim.SGD holds state"):
+            fo.from_torch(optimizer, update_count=0)
 
 
 @pytest.mark.parametrize(

@@ -114,6 +114,8 @@ def resolve(
                     f"update_count={update_count}, but torch.optim.{optimizer}'s param group {g} has "
                     f"taken {count} update(s) (its state's 'step')."
                 )
+        if update_count == 0 and any(has_state):
+            raise ValueError(f"update_count=0, but torch.optim.{optimizer} holds state, so it has stepped.")
         counts = [update_count] * len(counts)
     if scheduler is None or epoch is None:
         return Clock(tuple(_fallback(count, state) for count, state in zip(counts, has_state)))
