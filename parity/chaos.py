@@ -43,11 +43,13 @@ from functional_optreg import verify
 ALLOWANCE = 100.0
 """How far above torch's own floor our error may go where torch misses the contract itself."""
 
-PERTURBATIONS = ("nudge-0", "nudge-1", "scale-up", "scale-down", "tilt-0")
+PERTURBATIONS = ("nudge-0", "nudge-1", "scale-up", "scale-down", "tilt-0", "jitter-0")
 """Perturbations of a torch run, each the size of one difference between two implementations:
 two moves of every starting value by one ulp (two random directions); the closure's loss, and so
-every gradient, scaled by ``1 ± rounding``; and a constant tilt added to every gradient, of
-``rounding`` times each leaf's largest starting gradient, in random directions. ``rounding`` is
+every gradient, scaled by ``1 ± rounding``; a constant tilt added to every gradient, of
+``rounding`` times each leaf's largest starting gradient, in random directions; and ``jitter``,
+a new random scale and tilt of that size at every evaluation, as two implementations' rounding
+noise is (a uniform scale alone leaves the line search's comparisons unchanged). ``rounding`` is
 how far the two sides' evaluations of the *problem* (loss and gradient at the start, not the
 optimizer) differ, measured in the same run, and at least the dtype's machine epsilon: XLA and
 ATen sum a reduction over many terms in other orders, so their gradients differ by more than one
@@ -81,14 +83,30 @@ def loss_factor(perturbation: str, rounding: float) -> float:
     return {"scale-up": 1 + rounding, "scale-down": 1 - rounding}.get(perturbation, 1.0)
 
 
+def _random_tilt(rng: np.random.Generator, gradients: list[np.ndarray], rounding: float) -> list[np.ndarray]:
+    signs = [np.where(rng.random(g.shape) < 0.5, -1.0, 1.0).astype(g.dtype) for g in gradients]
+    return [rounding * float(np.max(np.abs(g), initial=0.0)) * sign for g, sign in zip(gradients, signs)]
+
+
 def tilt(perturbation: str, gradients: list[np.ndarray], rounding: float) -> list[np.ndarray] | None:
     """For ``tilt-<seed>``: per leaf, ``±rounding · max|gradient|`` per element, to be added to
     every gradient (as ``loss + Σ tilt·θ``); else ``None``."""
     if not perturbation.startswith("tilt-"):
         return None
+    return _random_tilt(np.random.default_rng(int(perturbation.split("-")[1])), gradients, rounding)
+
+
+def jitter(perturbation: str, gradients: list[np.ndarray], rounding: float):
+    """For ``jitter-<seed>``: a function returning, at each call (one per evaluation), a loss
+    factor in ``1 ± rounding`` and a tilt as :func:`tilt`'s, both drawn anew; else ``None``."""
+    if not perturbation.startswith("jitter-"):
+        return None
     rng = np.random.default_rng(int(perturbation.split("-")[1]))
-    signs = [np.where(rng.random(g.shape) < 0.5, -1.0, 1.0).astype(g.dtype) for g in gradients]
-    return [rounding * float(np.max(np.abs(g), initial=0.0)) * sign for g, sign in zip(gradients, signs)]
+
+    def draw() -> tuple[float, list[np.ndarray]]:
+        return 1 + rounding * rng.uniform(-1.0, 1.0), _random_tilt(rng, gradients, rounding)
+
+    return draw
 
 
 def evaluation_rounding(

@@ -179,18 +179,20 @@ def run_torch(
     if resume is not None:
         optimizer.load_state_dict(copy.deepcopy(resume))
     scheduler = case.torch_scheduler(optimizer) if case.torch_scheduler is not None and resume is None else None
-    factor, tilts = 1.0, None
+    factor, tilts, noise = 1.0, None, None
     if rounding is not None:
         factor = chaos.loss_factor(perturbation, rounding.size)
         tilts = chaos.tilt(perturbation, rounding.gradients, rounding.size)
+        noise = chaos.jitter(perturbation, rounding.gradients, rounding.size)
 
     def closure():
         optimizer.zero_grad()
         loss = problem.torch_loss(tensors)
-        if factor != 1.0:
-            loss = loss * factor
-        if tilts is not None:
-            loss = loss + sum((torch.from_numpy(n) * t).sum() for n, t in zip(tilts, tensors))
+        scale, tilt = (factor, tilts) if noise is None else noise()
+        if scale != 1.0:
+            loss = loss * scale
+        if tilt is not None:
+            loss = loss + sum((torch.from_numpy(n) * t).sum() for n, t in zip(tilt, tensors))
         loss.backward()
         return loss
 

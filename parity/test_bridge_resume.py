@@ -499,8 +499,8 @@ def run_resume(config: Config, two_groups: bool, layout: Layout) -> dict[str, fl
 
 def torch_floors(config: Config, two_groups: bool, layout: Layout) -> dict[str, float]:
     """Torch against itself, by the labels of :func:`run_resume`: the largest deviation of a
-    perturbed torch run from an unperturbed one over :data:`parity.chaos.PERTURBATIONS` (the
-    tilt aside). Both continuations are compared with the perturbed run's parameters, the state
+    perturbed torch run from an unperturbed one over the nudges and scales of
+    :data:`parity.chaos.PERTURBATIONS`. Both continuations are compared with the perturbed run's parameters, the state
     handed back with its state."""
     start = initial_params(config.shapes)
     rounding = _evaluation_rounding(config, start)
@@ -508,7 +508,7 @@ def torch_floors(config: Config, two_groups: bool, layout: Layout) -> dict[str, 
     with jax.enable_x64(True):
         runs = [
             _TorchRun(config, start, two_groups, layout, perturbation, rounding)
-            for perturbation in ("",) + tuple(p for p in chaos.PERTURBATIONS if not p.startswith("tilt"))
+            for perturbation in ("",) + tuple(p for p in chaos.PERTURBATIONS if p.startswith(("nudge", "scale")))
         ]
         reference, perturbed = runs[0], runs[1:]
         for step in range(K + M + N):

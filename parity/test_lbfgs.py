@@ -88,6 +88,12 @@ def test_perturbations_have_the_size_asked():
         assert (tilts is None) != perturbation.startswith("tilt")
         if tilts is not None:
             np.testing.assert_array_equal(np.abs(tilts[0]), np.full(4, rounding * 4.0))
+        draw = chaos.jitter(perturbation, [gradient], rounding)
+        assert (draw is None) != perturbation.startswith("jitter")
+        if draw is not None:
+            (first, first_tilt), (second, _) = draw(), draw()
+            assert first != second and max(abs(first - 1), abs(second - 1)) <= rounding
+            np.testing.assert_array_equal(np.abs(first_tilt[0]), np.full(4, rounding * 4.0))
 
 
 def test_evaluation_rounding_is_at_least_one_ulp():
