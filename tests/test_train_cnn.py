@@ -13,8 +13,8 @@ import torch
 
 import functional_optreg as fo
 from examples import train_cnn
+from examples.seed_cnn import convolution, model_flax, model_torch, pooling, side_by_side, weights, xla_cpu
 from examples.seed_cnn import data as data_lib
-from examples.seed_cnn import model_flax, model_torch, pooling, side_by_side, weights, xla_cpu
 from functional_optreg import verify
 
 
@@ -158,6 +158,48 @@ def test_max_pool_tie_rule_by_hand():
 def test_max_pool_rejects_other_ranks():
     with pytest.raises(ValueError, match=r"NHWC input with H, W >= 2, got shape \(4, 4\)"):
         pooling.max_pool_2x2(jnp.zeros((4, 4)))
+
+
+# --- conv1's forward pass ----------------------------------------------------------------------
+
+
+def test_one_channel_convolution_matches_lax_in_float64():
+    rng = np.random.default_rng(4)
+    x, kernel = rng.standard_normal((3, 28, 28, 1)), rng.standard_normal((3, 3, 1, 32))
+    cotangent = rng.standard_normal((3, 28, 28, 32))
+
+    def lax_conv(a, k):
+        return jax.lax.conv_general_dilated(a, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    with jax.enable_x64(True):
+        ours, our_vjp = jax.vjp(jax.jit(convolution.conv3x3_one_channel), jnp.asarray(x), jnp.asarray(kernel))
+        theirs, their_vjp = jax.vjp(lax_conv, jnp.asarray(x), jnp.asarray(kernel))
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=1e-13, atol=1e-13)
+        for mine, reference in zip(our_vjp(jnp.asarray(cotangent)), their_vjp(jnp.asarray(cotangent))):
+            np.testing.assert_array_equal(np.asarray(mine), np.asarray(reference))  # the same XLA convolution
+
+
+def test_conv_general_dilated_takes_the_fast_path_only_where_it_applies(monkeypatch):
+    calls = []
+    monkeypatch.setattr(convolution, "conv3x3_one_channel", lambda x, k: calls.append(x.shape) or x)
+    dims = ("NHWC", "HWIO", "NHWC")
+    convolution.conv_general_dilated(
+        jnp.ones((2, 8, 8, 1)), jnp.ones((3, 3, 1, 4)), (1, 1), "SAME", dimension_numbers=dims
+    )
+    assert calls == [(2, 8, 8, 1)]
+    others = [
+        ((2, 8, 8, 2), (3, 3, 2, 4), (1, 1), "SAME", dims),  # two input channels
+        ((2, 8, 8, 1), (5, 5, 1, 4), (1, 1), "SAME", dims),  # 5×5
+        ((2, 8, 8, 1), (3, 3, 1, 4), (2, 2), "SAME", dims),  # strided
+        ((2, 8, 8, 1), (3, 3, 1, 4), (1, 1), "VALID", dims),
+        ((2, 1, 8, 8), (4, 1, 3, 3), (1, 1), "SAME", None),  # NCHW
+    ]
+    for lhs, rhs, strides, padding, numbers in others:
+        out = convolution.conv_general_dilated(
+            jnp.ones(lhs), jnp.ones(rhs), strides, padding, dimension_numbers=numbers
+        )
+        assert out.ndim == 4
+    assert calls == [(2, 8, 8, 1)]
 
 
 # --- XLA:CPU setting ----------------------------------------------------------------------------

@@ -5,7 +5,9 @@ conv 1→32 (3×3, SAME) → ReLU → 2×2 max-pool → conv 32→64 → ReLU �
 
 The pooling is :func:`examples.seed_cnn.pooling.max_pool_2x2`, not ``nn.max_pool``: the same
 values, the gradient routed as torch's ``max_pool2d`` routes it, and about 3× less time for the
-training step on CPU (``benchmarks/RESULTS.md``).
+training step on CPU (``benchmarks/RESULTS.md``). conv1 (one input channel) runs its forward pass as
+nine multiply-adds in one loop (:mod:`examples.seed_cnn.convolution`), which XLA:CPU runs several
+times faster than its convolution.
 
 Parameters are the plain dict ``{"conv1": {"kernel", "bias"}, "conv2": ..., "fc1": ..., "fc2": ...}``
 (linen's ``"params"`` collection, unwrapped); conv kernels are HWIO and dense kernels (in, out).
@@ -22,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from examples.seed_cnn.convolution import conv_general_dilated
 from examples.seed_cnn.data import IMAGE_SIZE, NUM_CLASSES
 from examples.seed_cnn.pooling import max_pool_2x2
 
@@ -35,7 +38,7 @@ class SeedCNN(nn.Module):
     def __call__(self, images: jax.Array) -> jax.Array:
         x = images
         for name, features in (("conv1", 32), ("conv2", 64)):
-            x = nn.Conv(features, (3, 3), padding="SAME", name=name)(x)
+            x = nn.Conv(features, (3, 3), padding="SAME", conv_general_dilated=conv_general_dilated, name=name)(x)
             x = max_pool_2x2(nn.relu(x))
         # Flatten channel-major, as torch's NCHW flatten does, so that fc1's kernel rows mean the
         # same on both sides and the weight conversion is a plain transpose.
