@@ -25,6 +25,7 @@ those terms, not against its own value (see :func:`closure_loss_magnitude`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Callable
@@ -39,6 +40,7 @@ from torch.optim import lr_scheduler as L
 
 from functional_optreg import torch_bridge, verify
 from parity import chaos
+from parity.muon_shared_ns import our_newton_schulz_in_torch
 
 K, M, N = 12, 12, 12
 RTOL = verify.FLOAT64_RTOL
@@ -358,7 +360,10 @@ class _TorchRun:
         for name, tensor in self.tensors.items():
             grad = torch.from_numpy(grads[name])
             tensor.grad = grad.to_sparse() if self.config.sparse else grad
-        self.optimizer.step()
+        # Muon's bfloat16 Newton-Schulz rounds by the machine, in torch too: both sides run ours,
+        # so what is compared is the bridge (tests/test_muon.py checks the iteration itself).
+        with our_newton_schulz_in_torch() if self.config.optimizer is torch.optim.Muon else contextlib.nullcontext():
+            self.optimizer.step()
         if self.scheduler is not None:
             if isinstance(self.scheduler, L.ReduceLROnPlateau):
                 self.scheduler.step(metric(step))
