@@ -1,11 +1,18 @@
-"""The ``numerics`` slice: the parity tests CI runs again under other machines' numerics.
+"""The ``numerics`` slice and the ``slow`` selection of the parity tests.
+
+``numerics``: the tests CI runs again under other machines' numerics.
 
 docs/parity.md ("Simulating other machines"): torch's kernel level (``ATEN_CPU_CAPABILITY``), its
 BLAS path (``MKL_CBWR``) and XLA's instruction set (``XLA_FLAGS=--xla_cpu_max_isa``) change
 roundings on one machine. ``pytest -m numerics parity`` selects a slice representative of the
 catalog: every family's first case in both dtypes, every L-BFGS case (chaotic: the place where
 machine-dependent bounds used to hide), the bridge's resume cases for every optimizer and the
-L-BFGS ones with a scheduler, and the seed CNN.
+L-BFGS ones with a scheduler, and the seed CNN's main-job configuration.
+
+``slow``: the longest trajectories (the seed CNN's float64 runs but the main job's, the L-BFGS
+cases on the digits problems), left out of README's test command by ``-m "not slow"`` so that it
+stays within its time budget; ``python -m parity`` runs them all, and the ``numerics`` stages of
+``tests/run.sh`` run the L-BFGS ones under two other numerics.
 """
 
 from __future__ import annotations
@@ -21,7 +28,14 @@ def _in_slice(item: pytest.Item, first_of_family: set[str]) -> bool:
         return name == "test_lbfgs_case_meets_contract"
     if module == "test_bridge_resume":
         return name == "test_resume" or (name == "test_resume_with_scheduler" and "LBFGS" in item.name)
-    return module == "test_seed_cnn"
+    return module == "test_seed_cnn" and not _is_slow(item)
+
+
+def _is_slow(item: pytest.Item) -> bool:
+    module = item.module.__name__.rsplit(".", 1)[-1]
+    if module == "test_seed_cnn" and item.originalname == "test_seed_cnn_float64_trajectory":
+        return item.callspec.params["name"] != "adam+l2"
+    return module == "test_lbfgs" and "lbfgs/digits_" in item.name and "tolerances" not in item.name
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -37,3 +51,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in functions:
         if _in_slice(item, names):
             item.add_marker(pytest.mark.numerics)
+        if _is_slow(item):
+            item.add_marker(pytest.mark.slow)

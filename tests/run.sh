@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, as README's second command and CI run it:
-#   1. every test (unit, property, doctests, the parity catalog, bridge resume, lint and types);
+#   1. every test (unit, property, doctests, the parity catalog, bridge resume, lint and types) but
+#      the longest trajectories, marked `slow` (parity/conftest.py; `python -m parity` runs them);
 #   2. the parity slice marked `numerics` again under two other machines' numerics
-#      (docs/parity.md, "Simulating other machines"): torch's kernel level and BLAS path, XLA's ISA.
+#      (docs/parity.md, "Simulating other machines"): torch's kernel level and BLAS path, XLA's ISA;
+#      `-m numerics` replaces the default `-m 'not slow'`, so the slow L-BFGS cases run here.
 # The slowest tests of each stage are printed (--durations=15).
 set -euo pipefail
 cd "$(dirname "$0")/.."
