@@ -318,47 +318,66 @@ def step_sensitivity(
     return _floor(reference, perturbed_single_steps(case, problem, leaves, reference, rounding), str(leaves[0].dtype))
 
 
+@dataclasses.dataclass
+class _Sides:
+    """One case set up on both sides in one dtype: torch's whole run, and our jitted step."""
+
+    problem: Problem
+    leaves: list[np.ndarray]
+    tree: Callable[[list], Any]
+    records: list[TorchStep]
+    init: fo.LBFGSState
+    step: Callable[[Any, fo.LBFGSState], tuple]
+
+    def synced_start(self, k: int) -> tuple[Any, fo.LBFGSState]:
+        """Where our step k starts in synced mode: torch's parameters and state after step k − 1."""
+        if k == 0:
+            return self.tree(self.leaves), self.init
+        return self.tree(self.records[k - 1].params), state_from_torch(self.records[k - 1].snapshot, self.init, k)
+
+
+def _prepare(case: LBFGSCase, dtype: str) -> _Sides:
+    """Run torch and build our solver (call with ``jax_enable_x64`` set for ``dtype``)."""
+    problem = case.problem()
+    leaves, treedef = jax.tree.flatten(problem.params)
+    leaves = [np.asarray(leaf, dtype=dtype) for leaf in leaves]
+
+    def tree(arrays):
+        return treedef.unflatten([jnp.asarray(a) for a in arrays])
+
+    solver = fo.lbfgs(**{**case.kwargs, **case.ours_kwargs})
+    step = jax.jit(functools.partial(solver.step, problem.jax_loss))
+    return _Sides(problem, leaves, tree, run_torch(case, problem, leaves), solver.init(tree(leaves)), step)
+
+
 def run_lbfgs_case(case: LBFGSCase, dtype: str) -> LBFGSReport:
     """Run ``case`` on both sides in ``dtype``; compare after every outer step, synced and free;
     measure torch's floors for a mode only where that mode misses the contract."""
     with jax.enable_x64(dtype == "float64"):
-        problem = case.problem()
-        leaves, treedef = jax.tree.flatten(problem.params)
-        leaves = [np.asarray(leaf, dtype=dtype) for leaf in leaves]
-        records = run_torch(case, problem, leaves)
+        sides = _prepare(case, dtype)
+        records = sides.records
         loss_scale = max(abs(record.loss) for record in records)
-        solver = fo.lbfgs(**{**case.kwargs, **case.ours_kwargs})
-
-        def tree(arrays):
-            return treedef.unflatten([jnp.asarray(a) for a in arrays])
-
-        init = solver.init(tree(leaves))
-        step = jax.jit(functools.partial(solver.step, problem.jax_loss))
 
         def ours(params, state):
-            params, state, loss = step(params, state)
+            params, state, loss = sides.step(params, state)
             return [np.asarray(leaf) for leaf in jax.tree.leaves(params)], state, loss
 
         free, synced = [], []
-        params, state = tree(leaves), init
+        params, state = sides.tree(sides.leaves), sides.init
         for k, theirs in enumerate(records):
             result = ours(params, state)
             free.append(_compare(result, theirs, loss_scale, dtype))
-            params, state = tree(result[0]), result[1]
-            if k == 0:
-                start: tuple[Any, fo.LBFGSState] = (tree(leaves), init)
-            else:
-                start = tree(records[k - 1].params), state_from_torch(records[k - 1].snapshot, init, k)
-            synced.append(_compare(ours(*start), theirs, loss_scale, dtype))
+            params, state = sides.tree(result[0]), result[1]
+            synced.append(_compare(ours(*sides.synced_start(k)), theirs, loss_scale, dtype))
         report = LBFGSReport(case, dtype, _trace(synced), _trace(free))
         if report.passed:
             return report
-        rounding = evaluation_rounding(problem, leaves, tree)
+        rounding = evaluation_rounding(sides.problem, sides.leaves, sides.tree)
         report.rounding = rounding.size
         if not report.verdict("synced").passed:
-            report.synced_sensitivity = step_sensitivity(case, problem, leaves, records, rounding)
+            report.synced_sensitivity = step_sensitivity(case, sides.problem, sides.leaves, records, rounding)
         if not report.verdict("free").passed:
-            report.free_sensitivity = trajectory_sensitivity(case, problem, leaves, records, rounding)
+            report.free_sensitivity = trajectory_sensitivity(case, sides.problem, sides.leaves, records, rounding)
     return report
 
 
@@ -386,29 +405,17 @@ def synced_state_verdicts(case: LBFGSCase, dtype: str = "float64") -> dict[str, 
     contract, or where torch's own single step misses it under the perturbations of
     :mod:`parity.chaos`, within ``ALLOWANCE`` times that floor."""
     with jax.enable_x64(dtype == "float64"):
-        problem = case.problem()
-        leaves, treedef = jax.tree.flatten(problem.params)
-        leaves = [np.asarray(leaf, dtype=dtype) for leaf in leaves]
-        records = run_torch(case, problem, leaves)
-
-        def tree(arrays):
-            return treedef.unflatten([jnp.asarray(a) for a in arrays])
-
-        solver = fo.lbfgs(**{**case.kwargs, **case.ours_kwargs})
-        init = solver.init(tree(leaves))
-        step = jax.jit(functools.partial(solver.step, problem.jax_loss))
+        sides = _prepare(case, dtype)
+        records = sides.records
         errors: dict[str, list[float]] = {}
         for k, theirs in enumerate(records):
-            if k == 0:
-                ours = step(tree(leaves), init)[1]
-            else:
-                ours = step(tree(records[k - 1].params), state_from_torch(records[k - 1].snapshot, init, k))[1]
-            our_arrays = _our_state_arrays(ours)
+            our_arrays = _our_state_arrays(sides.step(*sides.synced_start(k))[1])
             for key, value in _torch_state_arrays(theirs.snapshot).items():
                 errors.setdefault(key, []).append(verify._relative_error(our_arrays[key], value))
         sensitivities: dict[str, chaos.Sensitivity] = {}
         if any(max(values) > chaos.contract(dtype) for values in errors.values()):
-            runs = perturbed_single_steps(case, problem, leaves, records, evaluation_rounding(problem, leaves, tree))
+            rounding = evaluation_rounding(sides.problem, sides.leaves, sides.tree)
+            runs = perturbed_single_steps(case, sides.problem, sides.leaves, records, rounding)
             for key in errors:
                 floors = [
                     max(_state_deviation(key, run[k], reference) for run in runs) for k, reference in enumerate(records)
