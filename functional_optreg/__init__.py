@@ -5,6 +5,7 @@ function returning an ``optax.GradientTransformation``. ``import functional_optr
 jax, optax and numpy; torch is imported lazily by :mod:`functional_optreg.verify` and the bridge.
 """
 
+from functional_optreg._device_errors import original_errors as original_errors
 from functional_optreg.accumulation import AccumulationState as AccumulationState
 from functional_optreg.accumulation import accumulate_gradients as accumulate_gradients
 from functional_optreg.averaging import AveragedModelState as AveragedModelState

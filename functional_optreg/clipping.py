@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from functional_optreg import _validation
+from functional_optreg import _device_errors, _validation
 
 _EPS = 1e-6
 """Torch's constant in ``clip_coef = max_norm / (total_norm + 1e-6)``."""
@@ -77,8 +77,8 @@ def total_norm(tree: Any, norm_type: float = 2.0) -> jax.Array:
     return vector_norm(jnp.stack(norms), norm_type)
 
 
-def _check_finite_now(norm: np.ndarray, *, norm_type: float) -> None:
-    if not np.all(np.isfinite(norm)):
+def _check_finite_now(norm: Any, *, norm_type: float) -> None:
+    if not np.all(np.isfinite(np.asarray(norm))):
         raise RuntimeError(_nonfinite_message(norm_type))
 
 
@@ -112,7 +112,9 @@ def clip_grad_norm(
       error_if_nonfinite: raise when the total norm is ``nan`` or ``±inf``. Outside ``jit`` the
         update raises torch's ``RuntimeError`` at once. Under ``jit`` (or ``vmap``/``scan``) the
         check runs on the device through ``jax.debug.callback``: the compiled call raises a
-        ``jax.errors.JaxRuntimeError`` (a ``RuntimeError``) whose message contains torch's.
+        ``jax.errors.JaxRuntimeError`` (a ``RuntimeError``) whose text ends with torch's message;
+        call the compiled step inside :func:`functional_optreg.original_errors` to get torch's ``RuntimeError``
+        itself, message first.
       foreach: torch's implementation flag; accepted, no effect under XLA.
 
     Returns:
@@ -155,10 +157,7 @@ def clip_grad_norm(
         del params
         norm = total_norm(updates, norm_type)
         if error_if_nonfinite:
-            if _validation.is_traced(norm):
-                jax.debug.callback(functools.partial(_check_finite_now, norm_type=norm_type), norm)
-            else:
-                _check_finite_now(np.asarray(norm), norm_type=norm_type)
+            _device_errors.check(functools.partial(_check_finite_now, norm_type=norm_type), norm)
         clip_coef = jnp.reciprocal(norm + _EPS) * max_norm
         clip_coef_clamped = jnp.minimum(clip_coef, 1.0)
         updates = jax.tree.map(lambda g: (g * clip_coef_clamped).astype(jnp.result_type(g)), updates)

@@ -15,6 +15,7 @@ Torch has no single switch for this; each behaviour has a torch counterpart:
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -23,10 +24,15 @@ import numpy as np
 import optax
 from optax.schedules import InjectStatefulHyperparamsState, WrappedSchedule
 
+from functional_optreg import _device_errors
+
 POLICIES = ("propagate", "raise", "skip")
 SCHEDULE_CLOCKS = ("iterations", "steps")
-WrappedScheduleState = type(WrappedSchedule(lambda count: count).init())
-"""The state optax gives a schedule passed to ``inject_hyperparams`` (its class is not exported)."""
+WrappedScheduleState = type(jax.eval_shape(lambda: WrappedSchedule(lambda count: count).init()))
+"""The state optax gives a schedule passed to ``inject_hyperparams`` (its class is not exported).
+
+Taken from an abstract evaluation: building a concrete state would start JAX's backend at import,
+and ``jax.distributed.initialize`` must run before that in a multi-process program."""
 
 
 def _is_schedule_state(node: Any) -> bool:
@@ -72,10 +78,7 @@ def _check_finite(grads: Any) -> None:
         return
     paths = [jax.tree_util.keystr(path) for path, _ in flat]
     flags = jnp.stack([jnp.all(jnp.isfinite(leaf)) for _, leaf in flat])
-    if isinstance(flags, jax.core.Tracer):
-        jax.debug.callback(lambda f: _raise_if_nonfinite(f, paths=paths), flags)
-    else:
-        _raise_if_nonfinite(flags, paths=paths)
+    _device_errors.check(functools.partial(_raise_if_nonfinite, paths=paths), flags)
 
 
 def nonfinite_policy(
@@ -120,8 +123,9 @@ def nonfinite_policy(
       ``"raise"`` outside ``jit`` raises ``RuntimeError`` at once, naming the first non-finite
       gradient's path. Under ``jit`` (and ``vmap``/``scan``) the check runs on the device through
       ``jax.debug.callback``: the compiled call raises ``jax.errors.JaxRuntimeError`` (a
-      ``RuntimeError``) with the same message when its results are produced, so a jitted
-      ``params, state = step(...)`` never returns non-finite values.
+      ``RuntimeError``) whose text ends with the same message when its results are produced, so
+      a jitted ``params, state = step(...)`` never returns non-finite values. Call the compiled
+      step inside :func:`functional_optreg.original_errors` to get the ``RuntimeError`` itself, message first.
 
     PyTorch equivalence:
       ``"propagate"`` is plain ``optimizer.step()``. ``"raise"`` corresponds to

@@ -151,6 +151,16 @@ def test_error_if_nonfinite_under_jit_raises_at_run_time():
     assert _torch_message(grads, 2.0) in str(ours.value)
 
 
+def test_error_if_nonfinite_under_jit_inside_original_errors_is_torchs_error():
+    grads = _nonfinite_grads(np.nan)
+    tx = fo.clip_grad_norm(1.0, norm_type=3.0, error_if_nonfinite=True)
+    with pytest.raises(RuntimeError) as ours:
+        with fo.original_errors():
+            jax.block_until_ready(jax.jit(tx.update)(grads, tx.init(grads)))
+    assert type(ours.value) is RuntimeError
+    assert str(ours.value) == _torch_message(grads, 3.0)
+
+
 def test_error_if_nonfinite_under_vmap_names_the_problem():
     tx = fo.clip_grad_norm(1.0, error_if_nonfinite=True)
     batch = {"w": jnp.array([[1.0, 2.0], [np.nan, 1.0]])}

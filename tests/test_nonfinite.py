@@ -186,6 +186,23 @@ def test_raise_under_jit_raises_when_run():
         jax.block_until_ready(step(new_params, new_state, {"w": jnp.array([0.0, jnp.nan, 0.0])}))
 
 
+def test_raise_under_jit_inside_original_errors_gives_the_message_first():
+    """A user's ``jax.jit`` step: the JaxRuntimeError's text starts with jaxlib's callback report
+    and the Python stack; inside fo.original_errors the RuntimeError itself comes back."""
+    tx = fo.nonfinite_policy(fo.sgd(lr=0.1), "raise")
+    params = {"layer": {"w": jnp.ones(3), "b": jnp.ones(2)}}
+    step = jax.jit(tx.update)
+    grads = {"layer": {"w": jnp.ones(3), "b": jnp.array([jnp.inf, 0.0])}}
+    with pytest.raises(RuntimeError) as raw:
+        jax.block_until_ready(step(grads, tx.init(params), params))
+    assert type(raw.value) is not RuntimeError
+    with pytest.raises(RuntimeError) as ours:
+        with fo.original_errors():
+            jax.block_until_ready(step(grads, tx.init(params), params))
+    assert type(ours.value) is RuntimeError
+    assert str(ours.value).startswith("Non-finite gradients (nan or inf) at ['layer']['b']: the optimizer step")
+
+
 def test_raise_under_vmap_checks_every_member():
     tx = fo.nonfinite_policy(fo.sgd(lr=0.1), "raise")
     params = {"w": jnp.ones((4, 2))}

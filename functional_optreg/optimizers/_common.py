@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from functional_optreg import _scalars, _tree
+from functional_optreg import _device_errors, _scalars, _tree
 
 
 def check_update_inputs(name: str, grads: Any, state_like_params: Any, params: Any) -> None:
@@ -29,7 +29,8 @@ def weight_decay_in_use(weight_decay: Any, params: Any, optimizer_name: str) -> 
     A concrete zero needs nothing. With ``params`` any other value is applied. Without them a
     concrete non-zero value is an error naming the optimizer, while a traced one (the
     hyperparameters of ``optax.inject_hyperparams`` under ``jit``, whose default weight decay is
-    0) is skipped and checked when the step runs: the step raises if it is not zero.
+    0) is skipped and checked when the step runs: the step raises if it is not zero (the
+    ``ValueError`` itself inside :func:`functional_optreg.original_errors`).
     """
     if _scalars.is_zero(weight_decay):
         return False
@@ -43,7 +44,7 @@ def weight_decay_in_use(weight_decay: Any, params: Any, optimizer_name: str) -> 
         if float(value) != 0.0:
             raise ValueError(message)
 
-    jax.debug.callback(check, weight_decay)
+    _device_errors.check(check, weight_decay)
     return False
 
 
