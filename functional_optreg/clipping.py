@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from functional_optreg import _device_errors, _validation
+from functional_optreg import _device_errors, _reductions, _validation
 
 _EPS = 1e-6
 """Torch's constant in ``clip_coef = max_norm / (total_norm + 1e-6)``."""
@@ -46,14 +46,15 @@ def _nonfinite_message(norm_type: float) -> str:
 def vector_norm(x: jax.Array, norm_type: float) -> jax.Array:
     """``torch.linalg.vector_norm(x, norm_type)`` over all elements, in ``x``'s dtype.
 
-    ``inf``/``-inf`` give the largest/smallest magnitude, 0 the number of non-zero elements,
-    and any other ``p`` gives :math:`(\\sum |x|^p)^{1/p}`.
+    ``inf``/``-inf`` give the largest/smallest magnitude (NaN if any element is NaN, as in
+    torch, also on arrays long enough for XLA's vectorised max, which drops NaN), 0 the number of
+    non-zero elements, and any other ``p`` gives :math:`(\\sum |x|^p)^{1/p}`.
     """
     magnitude = jnp.abs(x)
     if norm_type == math.inf:
-        return jnp.max(magnitude, initial=0)
+        return _reductions.amax(magnitude, initial=0)
     if norm_type == -math.inf:
-        return jnp.min(magnitude, initial=jnp.inf).astype(magnitude.dtype)
+        return _reductions.amin(magnitude, initial=jnp.inf).astype(magnitude.dtype)
     if norm_type == 0:
         return jnp.sum(magnitude != 0).astype(magnitude.dtype)
     if norm_type == 1:

@@ -151,6 +151,27 @@ def test_error_if_nonfinite_under_jit_raises_at_run_time():
     assert _torch_message(grads, 2.0) in str(ours.value)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("norm_type", [math.inf, -math.inf])
+@pytest.mark.parametrize("nan", [False, True])
+def test_inf_norms_of_large_gradients_match_torch_nan_included(norm_type, dtype, nan):
+    """A (64, 28, 28, 32) gradient takes XLA's vectorised reduction, whose max/min drop a NaN;
+    torch's norm (and so the clipped gradients) is NaN."""
+    big = np.random.default_rng(3).normal(size=(64, 28, 28, 32)).astype(dtype)
+    if nan:
+        big.reshape(-1)[123457] = np.nan
+    grads = {"big": big, "small": np.ones(3, dtype)}
+    with jax.enable_x64(dtype == np.float64):
+        tx = fo.clip_grad_norm(1.0, norm_type)
+        clipped, state = jax.jit(tx.update)(grads, tx.init(grads))
+        norm = np.asarray(clipping.vector_norm(jnp.asarray(big), norm_type))
+    torch_norm, torch_grads = _torch_clip(grads, max_norm=1.0, norm_type=norm_type)
+    np.testing.assert_array_equal(norm, torch.linalg.vector_norm(torch.from_numpy(big), norm_type).numpy())
+    np.testing.assert_array_equal(np.asarray(state.total_norm), torch_norm.numpy())
+    for ours, theirs in zip(jax.tree.leaves(clipped), torch_grads):
+        np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))
+
+
 def test_error_if_nonfinite_under_jit_inside_original_errors_is_torchs_error():
     grads = _nonfinite_grads(np.nan)
     tx = fo.clip_grad_norm(1.0, norm_type=3.0, error_if_nonfinite=True)
