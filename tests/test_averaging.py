@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from bounds import EPS32, U64, relative_error
 from torch.optim import swa_utils
 
 import functional_optreg as fo
@@ -16,6 +17,14 @@ import functional_optreg as fo
 def _tree(seed, dtype=np.float32):
     rng = np.random.default_rng(seed)
     return {"kernel": jnp.asarray(rng.normal(size=(3, 2)), dtype), "bias": jnp.asarray(rng.normal(size=2), dtype)}
+
+
+_UPDATE_ROUNDING = 7
+"""An average update ``a + w·(x − a)`` (or torch's ``x − (1 − w)·(x − a)`` for w ≥ ½, or
+``decay·a + (1 − decay)·x``) with ``|a|, |x| ≤ M`` and ``0 ≤ w ≤ 1`` is off by ≤ 7·u·M on either
+side: x − a (up to 2M) and w each round by ≤ u relative and are scaled by w ≤ 1 (4uM), then the
+product and the sum (3uM; an FMA only removes one). Earlier errors shrink by 1 − w, so after k
+updates the two sides are within k·7·2u·M = k·7·eps·M (eps = 2u, the dtype's machine epsilon)."""
 
 
 # --- validation ---------------------------------------------------------------------------------
@@ -85,8 +94,11 @@ def test_swa_is_the_running_mean():
     for tree in trees:
         state = averager.update(tree, state)
     expected = jax.tree.map(lambda *leaves: np.mean(np.stack(leaves), axis=0), *trees)
-    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(expected)):
-        np.testing.assert_allclose(np.asarray(a), b, rtol=1e-6, atol=1e-7)
+    for a, b, *inputs in zip(jax.tree.leaves(state.params), jax.tree.leaves(expected), *map(jax.tree.leaves, trees)):
+        # float32, against M = max |x| (a mean can cancel to near 0): 7 running updates with
+        # w = 1/k, ≤ 7·u·M each (_UPDATE_ROUNDING), and np.mean's 7-term sum and division, ≤ 7·u·M.
+        scale = max(float(np.max(np.abs(x))) for x in inputs)
+        assert relative_error(a, b, scale) <= (7 * _UPDATE_ROUNDING + 7) * EPS32 / 2
 
 
 def test_init_copies_and_update_before_first_call_is_the_initial_model():
@@ -195,26 +207,33 @@ def _named(module, buffers):
         ),
     ],
 )
-def test_matches_averaged_model_on_a_batchnorm_model(ours, torch_kwargs):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_matches_averaged_model_on_a_batchnorm_model(ours, torch_kwargs, dtype):
+    """Both sides average the same model and buffers. See ``_UPDATE_ROUNDING`` for the bound;
+    an averaged value near 0 (an EMA of a bias or of a BN mean crossing 0) is measured against
+    the largest value the leaf has been given, not against itself."""
+    eps = float(torch.finfo(dtype).eps)
     with jax.enable_x64(True):
-        model = _torch_bn_model()
+        model = _torch_bn_model().to(dtype)
         averaged = swa_utils.AveragedModel(model, **torch_kwargs)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         averager = ours()
         state = averager.init(_named(model, False), _named(model, True))
+        scale = {name: np.abs(np.asarray(v, np.float64)) for name, v in {**state.params, **state.buffers}.items()}
         rng = np.random.default_rng(0)
-        for _ in range(7):
+        for update in range(1, 8):
             optimizer.zero_grad()
-            model(torch.tensor(rng.normal(size=(8, 3)), dtype=torch.float32)).pow(2).mean().backward()
+            model(torch.tensor(rng.normal(size=(8, 3)), dtype=dtype)).pow(2).mean().backward()
             optimizer.step()
             averaged.update_parameters(model)
+            given = {**_named(model, False), **_named(model, True)}
             state = averager.update(_named(model, False), state, _named(model, True))
             theirs = {**_named(averaged.module, False), **_named(averaged.module, True)}
             for name, value in {**state.params, **state.buffers}.items():
                 assert value.dtype == theirs[name].dtype, name
-                np.testing.assert_allclose(
-                    np.asarray(value), np.asarray(theirs[name]), rtol=1e-6, atol=1e-12, err_msg=name
-                )
+                scale[name] = np.maximum(scale[name], np.abs(np.asarray(given[name], np.float64)))
+                error = relative_error(value, theirs[name], float(np.max(scale[name])))
+                assert error <= update * _UPDATE_ROUNDING * eps, f"{name} at update {update}: {error:.2e}"
         assert int(state.n_averaged) == int(averaged.n_averaged) == 7
         if torch_kwargs.get("use_buffers"):
             assert int(state.buffers["1.num_batches_tracked"]) < 7
@@ -232,14 +251,17 @@ def test_custom_avg_fn_receives_n_averaged_like_torch():
         averaged = swa_utils.AveragedModel(module, avg_fn=torch_fn)
         averager = fo.averaged_model(jax_fn)
         state = averager.init(_named(module, False))
+        scale = {name: 0.0 for name, _ in module.named_parameters()}
         for step in range(5):
             with torch.no_grad():
                 for p in module.parameters():
                     p.mul_(0.7).add_(step)
             averaged.update_parameters(module)
             state = averager.update(_named(module, False), state)
+            scale = {name: max(scale[name], float(p.detach().abs().max())) for name, p in module.named_parameters()}
         for name, value in _named(averaged.module, False).items():
-            np.testing.assert_allclose(np.asarray(state.params[name]), np.asarray(value), rtol=1e-15)
+            # The same expression on both sides, weight 2/(n + 2) ≤ 1: _UPDATE_ROUNDING per update.
+            assert relative_error(state.params[name], value, scale[name]) <= 5 * _UPDATE_ROUNDING * 2 * U64, name
 
 
 # --- update_bn ------------------------------------------------------------------------------------
@@ -268,6 +290,35 @@ def _flax_and_torch():
     return torch_model, {"params": params, "batch_stats": variables["batch_stats"]}
 
 
+def _hidden_scale(variables, inputs):
+    """Per hidden unit, the largest ``Σ_j |x_j W_jk| + |b_k|`` over the rows: the scale H of the
+    terms a unit of ``Dense_0`` sums, which its rounding (in any order, on either side) is
+    relative to; ``|h| ≤ H`` and the batch variance is ≤ H²."""
+    dense = variables["params"]["Dense_0"]
+    kernel, bias = (np.abs(np.asarray(dense[key], np.float64)) for key in ("kernel", "bias"))
+    return np.max([np.abs(np.asarray(x, np.float64)) @ kernel + bias for x in inputs], axis=(0, 1))
+
+
+_U32 = EPS32 / 2
+BN_MEAN_BOUND = (8 + 16 + 70) * _U32
+"""update_bn's mean between two implementations, in units of H. A hidden unit sums 4 terms, so
+each side's h is within 4u·H of exact (8u between sides: MKL and XLA sum in different orders);
+the mean of 8 rows rounds by ≤ 8u·H per side (16u); the running average over 5 batches by
+≤ 5·7u·H per side (``_UPDATE_ROUNDING``, 70u)."""
+
+BN_VAR_BOUND = 2 * (16 + 27 + 3 + 35) * _U32 * 8 / 7
+"""The same for the variance, in units of H², per side: h's error 4u·H moves the variance by
+≤ 2·max|h − μ|·4u·H ≤ 16u·H²; the variance of 8 rows, flax's E[h²] − E[h]² (E[h²] ≤ 9u·H²,
+E[h]² ≤ 17u·H², the difference u·H², so 27u·H²; torch's two-pass form rounds less); Bessel's
+factor 8/7 ≤ 3u·H²; the running average 35u·H²; all scaled by the factor 8/7."""
+
+
+def _assert_bn_statistics(mean, var, ref_mean, ref_var, scale):
+    mean_error = np.max(np.abs(np.asarray(mean, np.float64) - ref_mean) / scale)
+    var_error = np.max(np.abs(np.asarray(var, np.float64) - ref_var) / scale**2)
+    assert mean_error <= BN_MEAN_BOUND and var_error <= BN_VAR_BOUND, (mean_error, var_error)
+
+
 def test_update_bn_matches_torch_up_to_bessels_correction():
     torch_model, variables = _flax_and_torch()
     loader = _loader()
@@ -275,9 +326,12 @@ def test_update_bn_matches_torch_up_to_bessels_correction():
     updated = fo.update_bn(loader, _Net(), variables, train=True)
     stats = updated["batch_stats"]["BatchNorm_0"]
     bn = torch_model[1]
-    np.testing.assert_allclose(np.asarray(stats["mean"]), bn.running_mean.numpy(), rtol=1e-5, atol=1e-6)
     rows = loader[0][0].shape[0]
-    np.testing.assert_allclose(np.asarray(stats["var"]) * rows / (rows - 1), bn.running_var.numpy(), rtol=1e-5)
+    scale = _hidden_scale(variables, [x for x, _ in loader])
+    theirs_mean, theirs_var = bn.running_mean.double().numpy(), bn.running_var.double().numpy()
+    _assert_bn_statistics(stats["mean"], np.asarray(stats["var"]) * rows / (rows - 1), theirs_mean, theirs_var, scale)
+    with pytest.raises(AssertionError):  # the biased variance is visibly not torch's
+        _assert_bn_statistics(stats["mean"], stats["var"], theirs_mean, theirs_var, scale)
     assert bn.momentum == 0.1
     assert updated["params"] is not None and set(updated) == {"params", "batch_stats"}
 
@@ -288,10 +342,14 @@ def test_update_bn_ignores_stale_statistics_and_matches_a_direct_computation():
     loader = _loader(seed=1)
     stats = fo.update_bn(loader, _Net(), variables, train=True)["batch_stats"]["BatchNorm_0"]
     hidden = [np.asarray(nn.Dense(4).apply({"params": variables["params"]["Dense_0"]}, x)) for x, _ in loader]
-    np.testing.assert_allclose(
-        np.asarray(stats["mean"]), np.mean([h.mean(0) for h in hidden], axis=0), rtol=1e-5, atol=1e-6
+    # NumPy's two-pass float32 statistics of the same h: within the bounds' per-side terms.
+    _assert_bn_statistics(
+        stats["mean"],
+        stats["var"],
+        np.mean([h.mean(0) for h in hidden], axis=0),
+        np.mean([h.var(0) for h in hidden], axis=0),
+        _hidden_scale(variables, [x for x, _ in loader]),
     )
-    np.testing.assert_allclose(np.asarray(stats["var"]), np.mean([h.var(0) for h in hidden], axis=0), rtol=1e-4)
 
 
 def test_update_bn_requires_training_mode():
@@ -313,10 +371,13 @@ def test_update_bn_restores_the_modules_momentum():
     fo.update_bn(_loader(), _Net(), variables, train=True)
     x = jnp.ones((4, 3))
     _, mutated = _Net().apply(variables, x, train=True, mutable=["batch_stats"])
-    before = variables["batch_stats"]["BatchNorm_0"]["mean"]
-    batch_mean = np.asarray(nn.Dense(4).apply({"params": variables["params"]["Dense_0"]}, x)).mean(0)
-    np.testing.assert_allclose(
-        np.asarray(mutated["batch_stats"]["BatchNorm_0"]["mean"]),
-        0.9 * np.asarray(before) + 0.1 * batch_mean,
-        rtol=1e-5,
+    before = np.asarray(variables["batch_stats"]["BatchNorm_0"]["mean"], np.float64)
+    batch_mean = np.asarray(nn.Dense(4).apply({"params": variables["params"]["Dense_0"]}, x), np.float64).mean(0)
+    # Against the operands' scale S = 0.9|before| + 0.1·H (the blend can cancel): h within 4u·H
+    # per side (8u), the mean of 4 equal rows ≤ 3u, float32(1 − 0.9) = 0.1·(1 + 2.4e-7) ≤ 3u, the
+    # two products and the sum ≤ 3u: 17u·S.
+    scale = 0.9 * np.abs(before) + 0.1 * _hidden_scale(variables, [x])
+    error = np.abs(
+        np.asarray(mutated["batch_stats"]["BatchNorm_0"]["mean"], np.float64) - (0.9 * before + 0.1 * batch_mean)
     )
+    assert np.all(error <= 17 * _U32 * scale), error / scale
