@@ -133,20 +133,19 @@ def adafactor(
         _tree.check_float_params(params)
         _tree.check_real_params(params, "Adafactor")
 
+        # Built from slices of the parameter, not from shapes, so that under ``jax.jit`` the
+        # statistics take the parameter's sharding (a constant would land on one device).
         def row_zeros(p):
-            return jnp.zeros(jnp.shape(p)[:-1] + (1,), jnp.result_type(p)) if _factored(p) else None
+            return _common.zeros_like_tree(jnp.asarray(p)[..., :1]) if _factored(p) else None
 
         def col_zeros(p):
-            if not _factored(p):
-                return None
-            shape = jnp.shape(p)
-            return jnp.zeros(shape[:-2] + (1,) + shape[-1:], jnp.result_type(p))
+            return _common.zeros_like_tree(jnp.asarray(p)[..., :1, :]) if _factored(p) else None
 
         return AdafactorState(
             step=_scalars.zero_step(),
             row_var=jax.tree.map(row_zeros, params),
             col_var=jax.tree.map(col_zeros, params),
-            variance=jax.tree.map(lambda p: None if _factored(p) else jnp.zeros_like(p), params),
+            variance=jax.tree.map(lambda p: None if _factored(p) else _common.zeros_like_tree(p), params),
         )
 
     def update_fn(grads, state, params=None):

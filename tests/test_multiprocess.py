@@ -1,0 +1,192 @@
+"""Data-parallel training across N JAX processes on this machine equals the single-process run.
+
+tests/mp_harness.py starts the processes (``jax.distributed.initialize`` on 127.0.0.1, gloo for
+the cross-process CPU collectives, several CPU devices each); tests/mp_train_worker.py trains.
+The global mesh always has 8 devices: 1 process × 8, 2 × 4 and 4 × 2. Every run, the
+single-process one included, uses the same collective implementation (gloo), so the programs
+and the order of every reduction are the same and the parameters must be bit for bit identical.
+(XLA's in-process CPU all-reduce sums in another order than gloo's: a one-process run without
+gloo differs from these in the last bits of the gradients; that is a reduction order, not a
+distribution effect.)
+
+Default selection: the MLP, 5 steps, six layout/optimizer pairs that use every layout twice and
+every optimizer once. The full run (the MLP and the seed CNN, every layout × every optimizer, 50
+steps, float32 and float64) is ``slow``::
+
+    .venv/bin/python -m pytest -q -p no:xdist -m slow tests/test_multiprocess.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import mp_harness  # noqa: E402
+import mp_train_worker  # noqa: E402
+
+WORKER = os.path.join(HERE, "mp_train_worker.py")
+LAYOUTS_PER_PROCESS_COUNT = {1: 8, 2: 4, 4: 2}
+"""Processes → CPU devices per process: 8 devices in all."""
+CI_CONFIGS = (
+    "replicated/sgd_momentum",
+    "replicated/muon_adamw",
+    "zero1/adam",
+    "zero1/adafactor",
+    "fsdp/adamw",
+    "fsdp/clip_adam",
+)
+CI_STEPS = 5
+FULL_CONFIGS = tuple(f"{layout}/{name}" for layout in mp_train_worker.LAYOUTS for name in mp_train_worker.OPTIMIZERS)
+FULL_STEPS = 50
+
+
+def train(tmp_path_factory, processes: int, model: str, configs, steps: int, dtype: str) -> dict:
+    outdir = str(tmp_path_factory.mktemp(f"{model}_{dtype}_{processes}p"))
+    args = [outdir, "--model", model, "--configs", ",".join(configs), "--steps", str(steps), "--dtype", dtype]
+    start = time.perf_counter()
+    mp_harness.launch(
+        WORKER,
+        args,
+        processes,
+        LAYOUTS_PER_PROCESS_COUNT[processes],
+        outdir,
+        timeout=900,
+        env={mp_harness.COLLECTIVES: "gloo"},
+    )
+    reports = []
+    for process_id in range(processes):
+        with open(os.path.join(outdir, f"process_{process_id}.json")) as handle:
+            reports.append(json.load(handle))
+    with np.load(os.path.join(outdir, "params.npz")) as arrays:
+        params = dict(arrays)
+    return {"reports": reports, "params": params, "seconds": time.perf_counter() - start}
+
+
+def check_equal_to_one_process(runs: dict, configs) -> list[str]:
+    """Every difference between the runs of ``runs`` (process count → run) and the one-process run."""
+    problems = []
+    reference = runs[1]
+    for processes, run in runs.items():
+        assert set(run["params"]) == set(reference["params"])
+        for key, value in run["params"].items():
+            if value.dtype != reference["params"][key].dtype or not np.array_equal(value, reference["params"][key]):
+                worst = np.max(np.abs(value - reference["params"][key]))
+                problems.append(f"{processes} processes: {key} differs (max abs {worst:.3e})")
+        for process_id, report in enumerate(run["reports"]):
+            assert report["devices"] == {"global": 8, "local": LAYOUTS_PER_PROCESS_COUNT[processes]}
+            for config in configs:
+                ours, theirs = report[config], reference["reports"][0][config]
+                if ours["sha256"] != theirs["sha256"]:
+                    problems.append(f"{processes} processes, process {process_id}: {config} parameters differ")
+                if ours["losses"] != theirs["losses"]:
+                    problems.append(f"{processes} processes, process {process_id}: {config} losses differ")
+    return problems
+
+
+def check_bytes_per_process(runs: dict, configs) -> list[str]:
+    """Each process holds 1/N of every split leaf: state for zero1 and fsdp, parameters for fsdp."""
+    problems = []
+    for processes, run in runs.items():
+        for process_id, report in enumerate(run["reports"]):
+            for config in configs:
+                layout = config.split("/")[0]
+                for kind, split in (("state_bytes", layout != "replicated"), ("param_bytes", layout == "fsdp")):
+                    held = report[config][kind]
+                    expected = held["split_if_divisible"] if split else held["total"]
+                    if held["local"] != expected:
+                        problems.append(
+                            f"{processes} processes, process {process_id}, {config}: {kind} {held['local']} "
+                            f"held, {expected} expected ({held['total']} in all)"
+                        )
+    return problems
+
+
+@pytest.fixture(scope="module")
+def ci_runs(tmp_path_factory):
+    return {
+        processes: train(tmp_path_factory, processes, "mlp", CI_CONFIGS, CI_STEPS, "float32")
+        for processes in LAYOUTS_PER_PROCESS_COUNT
+    }
+
+
+def test_every_configuration_trains(ci_runs):
+    for config in CI_CONFIGS:
+        losses = ci_runs[1]["reports"][0][config]["losses"]
+        assert len(losses) == CI_STEPS and all(np.isfinite(losses)), (config, losses)
+        assert losses[-1] < losses[0], (config, losses)
+
+
+def test_parameters_bit_identical_to_one_process(ci_runs):
+    assert not check_equal_to_one_process(ci_runs, CI_CONFIGS)
+
+
+def test_each_process_holds_only_its_shard(ci_runs):
+    assert not check_bytes_per_process(ci_runs, CI_CONFIGS)
+    zero1 = ci_runs[4]["reports"][3]["zero1/adam"]["state_bytes"]
+    assert zero1["local"] < zero1["total"] / 3, zero1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_full_run_bit_identical_to_one_process(tmp_path_factory, model, dtype):
+    runs = {
+        processes: train(tmp_path_factory, processes, model, FULL_CONFIGS, FULL_STEPS, dtype)
+        for processes in LAYOUTS_PER_PROCESS_COUNT
+    }
+    problems = check_equal_to_one_process(runs, FULL_CONFIGS) + check_bytes_per_process(runs, FULL_CONFIGS)
+    assert not problems, "\n".join(problems)
+
+
+def test_importing_the_package_leaves_jax_uninitialised():
+    """``jax.distributed.initialize`` must come before JAX's backend starts; importing us must not start it."""
+    code = "import functional_optreg; from jax._src import xla_bridge; print(xla_bridge.backends_are_initialized())"
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert completed.stdout.strip() == "False", completed.stderr[-2000:]
+
+
+SLEEPER = """
+import os, subprocess, sys
+process_id = int(os.environ["FO_MP_PROCESS_ID"])
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+with open(os.path.join(sys.argv[1], f"pid_{process_id}.tmp"), "w") as handle:
+    handle.write(f"{os.getpid()} {child.pid}")
+os.replace(os.path.join(sys.argv[1], f"pid_{process_id}.tmp"), os.path.join(sys.argv[1], f"pid_{process_id}"))
+if process_id == int(sys.argv[2]):
+    sys.exit(3)
+child.wait()
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie (a killed process not reaped yet by its new parent)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.parametrize("failing", [1, -1], ids=["one_fails", "timeout"])
+def test_launch_kills_every_process_on_failure(tmp_path, failing):
+    """A failed or late run ends at once, and neither the processes nor what they started survive it."""
+    script = tmp_path / "sleeper.py"
+    script.write_text(SLEEPER)
+    timeout = 60 if failing >= 0 else 8
+    start = time.perf_counter()
+    with pytest.raises(mp_harness.LaunchError, match="exited with 3" if failing >= 0 else "timed out"):
+        mp_harness.launch(str(script), [str(tmp_path), str(failing)], 3, 1, str(tmp_path), timeout=timeout)
+    assert time.perf_counter() - start < timeout + 10
+    written = sorted(tmp_path.glob("pid_?"))
+    assert failing < 0 or written, "the failing process wrote its pids before exiting"
+    pids = [int(pid) for path in written for pid in path.read_text().split()]
+    assert not [pid for pid in pids if _running(pid)]
