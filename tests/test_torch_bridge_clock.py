@@ -15,6 +15,7 @@ import numpy as np
 import optax
 import pytest
 import torch
+from bounds import relative_error
 from torch.optim import lr_scheduler as L
 
 import functional_optreg as fo
@@ -40,11 +41,6 @@ def _torch_loop(optimizer, scheduler, updates, steps_per_epoch, start=0):
             scheduler.step()
 
 
-def _relative(ours, theirs):
-    ours, theirs = np.asarray(ours), np.asarray(theirs)
-    return float(np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs)))
-
-
 def _side_by_side(optimizer, scheduler, tx, state, updates, steps_per_epoch, start, float32=False):
     """The JAX continuation next to torch; per-step relative errors of all parameters (in
     float32, each step is also checked with ``torch.testing.assert_close``'s defaults)."""
@@ -60,7 +56,7 @@ def _side_by_side(optimizer, scheduler, tx, state, updates, steps_per_epoch, sta
     for count in range(start, start + updates):
         params, state = step(params, state)
         _torch_loop(optimizer, scheduler, 1, steps_per_epoch, start=count)
-        errors.append(max(_relative(ours, p.detach().numpy()) for ours, p in zip(params, tensors)))
+        errors.append(max(relative_error(ours, p.detach().numpy()) for ours, p in zip(params, tensors)))
         if float32:
             for ours, p in zip(params, tensors):
                 torch.testing.assert_close(torch.tensor(np.asarray(ours)), p.detach())
@@ -112,7 +108,10 @@ def _step_of(state):
 
 def _compare_state_dicts(ours, theirs, where="state"):
     if isinstance(theirs, torch.Tensor):
-        np.testing.assert_allclose(np.asarray(ours), theirs.numpy(), rtol=RTOL, atol=0, err_msg=where)
+        # Per tensor against its largest value (the contract's measure): a momentum or average
+        # element crossing 0 is a difference of O(leaf) terms, not measured against itself.
+        error = relative_error(ours, theirs.numpy())
+        assert error <= RTOL, f"{where}: {error:.2e}"
     elif isinstance(theirs, dict):
         assert set(ours) == set(theirs), f"{where}: {sorted(map(str, ours))} != {sorted(map(str, theirs))}"
         for key in theirs:
