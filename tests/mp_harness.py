@@ -9,8 +9,10 @@ otherwise) and calls ``jax.distributed.initialize``. Each process writes its res
 exited, and kills the whole lot, in ``finally``, when one fails or the time limit passes: no
 process outlives the call.
 
-A single process (``num_processes=1``) skips ``jax.distributed.initialize``, so that the same
-worker gives the single-process reference run.
+A single process (``num_processes=1``) skips ``jax.distributed.initialize`` unless
+``FO_MP_COLLECTIVES=gloo`` is in ``env``: then it joins a one-process runtime with gloo
+collectives, so that its reductions are summed in the same order as those of N processes
+(XLA's in-process CPU all-reduce uses another order).
 """
 
 from __future__ import annotations
@@ -79,7 +81,6 @@ def launch(
     outdir: str,
     timeout: float,
     env: Mapping[str, str] | None = None,
-    allowed_failures: Sequence[int] = (),
 ) -> list[ProcessResult]:
     """Run ``python script *args`` as ``num_processes`` JAX processes with ``local_devices`` CPU devices each.
 
@@ -92,14 +93,13 @@ def launch(
         ``process_<id>.out`` / ``.err`` there, next to whatever the worker writes.
       timeout: seconds for the whole run, start to last exit.
       env: extra environment variables.
-      allowed_failures: process ids whose nonzero exit (a deliberate kill) is not an error.
 
     Returns:
       One :class:`ProcessResult` per process, in process-id order.
 
     Raises:
-      LaunchError: a process not in ``allowed_failures`` exited nonzero (the others are killed
-        at once: they would wait for it until the coordinator's own timeout), or the time ran out.
+      LaunchError: a process exited nonzero (the others are killed at once: they would wait
+        for it until the coordinator's own timeout), or the time ran out.
     """
     base_env = dict(os.environ)
     base_env.pop("JAX_ENABLE_X64", None)
@@ -132,13 +132,13 @@ def launch(
         while failure is None and any(p.poll() is None for p in processes):
             for process_id, process in enumerate(processes):
                 code = process.poll()
-                if code not in (None, 0) and process_id not in allowed_failures:
+                if code not in (None, 0):
                     failure = f"process {process_id} exited with {code}"
             if failure is None and time.monotonic() > deadline:
                 failure = f"timed out after {timeout:.0f} s"
             time.sleep(0.05)
         for process_id, process in enumerate(processes):
-            if failure is None and process.returncode not in (0, None) and process_id not in allowed_failures:
+            if failure is None and process.returncode not in (0, None):
                 failure = f"process {process_id} exited with {process.returncode}"
     finally:
         for process in processes:
@@ -154,7 +154,7 @@ def launch(
 
 
 def initialize() -> tuple[int, int]:
-    """In a worker, before any other JAX call: set up the devices and join the other processes.
+    """In a worker, before any other JAX call: set up the devices and join the other processes (gloo).
 
     Returns ``(process_id, num_processes)``.
     """
