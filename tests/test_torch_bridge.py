@@ -20,7 +20,7 @@ from torch.optim import lr_scheduler as L
 
 import functional_optreg as fo
 from functional_optreg import torch_bridge
-from functional_optreg.torch_bridge._adapters import Adapter
+from functional_optreg.optimizers._records import OptimizerRecord
 
 EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "port_from_torch.py"
 
@@ -176,7 +176,7 @@ def test_unknown_optimizer_class_is_named():
 
 def test_missing_module_raises_naming_it():
     with pytest.raises(NotImplementedError, match=r"functional_optreg.optimizers.not_written .*does not exist"):
-        Adapter("Future", "not_written", "future").load_factory()
+        OptimizerRecord("Future", "not_written", "future", (), ()).load_factory()
 
 
 def test_unknown_state_key_is_named():

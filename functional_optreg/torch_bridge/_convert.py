@@ -12,8 +12,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from functional_optreg.optimizers._records import RECORDS
 from functional_optreg.torch_bridge import _clock, _injection, _lbfgs, _schedulers, _state, _torch
-from functional_optreg.torch_bridge._adapters import ADAPTERS, adapter_for, factory_kwargs
+from functional_optreg.torch_bridge._adapters import adapter_for, check_permutation, factory_kwargs
 from functional_optreg.torch_bridge._layout import Layout, NameMapping, list_layout, tree_layout
 from functional_optreg.torch_bridge._spec import GroupSpec, TorchOptimizerSpec, bridged_transform, spec_of
 
@@ -193,7 +194,7 @@ def from_torch(
     _warn_if_narrowed(torch_params)
     layout, tree = _layout(optimizer, params, module, torch_params)
     for index, permutation in enumerate(layout.permutations):
-        adapter.check_permutation(permutation, layout.describe(index))
+        check_permutation(adapter, permutation, layout.describe(index))
     group_list: list[GroupSpec] = []
     first = 0
     for group in optimizer.param_groups:
@@ -214,7 +215,7 @@ def from_torch(
         rate_needed=converted.rate_needed,
     )
     converted = dataclasses.replace(converted, steps_per_epoch=clock.steps_per_epoch)
-    if adapter.torch_name == "LBFGS":
+    if adapter.closure:
         return _lbfgs.from_torch(adapter, converted, clock.counts[0], groups, layout, tree, torch_state)
 
     starts = list(clock.counts)
@@ -257,7 +258,7 @@ def _torch_counts(
     adapter: Any, groups: Sequence[GroupSpec], layout: Layout, torch_state: Mapping[int, Any]
 ) -> tuple[list[int | None], list[bool]]:
     """Per group: the update count torch keeps (``None`` if none) and whether it holds state."""
-    if adapter.torch_name == "LBFGS":
+    if adapter.closure:
         return [None], [bool(torch_state.get(0))]
     counts: list[int | None] = []
     has_state = []
@@ -307,8 +308,8 @@ def to_torch_state_dict(transform: Any, state: Any) -> dict[str, Any]:
       >>> optimizer.load_state_dict(written)
     """
     spec = spec_of(transform)
-    adapter = ADAPTERS[spec.optimizer]
-    if spec.optimizer == "LBFGS":
+    adapter = RECORDS[spec.optimizer]
+    if adapter.closure:
         return _lbfgs.to_torch_state_dict(spec, state)
     group_states, injected, optimizer_states = _optimizer_states(spec, state)
     structures = _structures(spec, spec.layout.unflatten(list(range(len(spec.layout.leaf_of)))))
@@ -348,7 +349,7 @@ def to_torch_scheduler_state_dict(transform: Any, state: Any) -> dict[str, Any]:
       (constructing a scheduler steps it once, which rewrites the lrs), as torch documents.
     """
     spec = spec_of(transform)
-    if spec.optimizer == "LBFGS":
+    if RECORDS[spec.optimizer].closure:
         return _lbfgs.to_torch_scheduler_state_dict(spec, state)
     group_states, _, optimizer_states = _optimizer_states(spec, state)
     elapsed = spec.scheduler.epochs_since(spec.start_steps[0], int(optimizer_states[0].step))

@@ -16,14 +16,11 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from functional_optreg.optimizers._records import OptimizerRecord
 from functional_optreg.torch_bridge import _torch
-from functional_optreg.torch_bridge._adapters import Adapter, factory_kwargs
+from functional_optreg.torch_bridge._adapters import factory_kwargs
 from functional_optreg.torch_bridge._layout import Layout
 from functional_optreg.torch_bridge._spec import GroupSpec, TorchOptimizerSpec, bridged_solver
-
-_KEYS = frozenset(
-    {"func_evals", "n_iter", "d", "t", "old_dirs", "old_stps", "ro", "H_diag", "prev_flat_grad", "prev_loss", "al"}
-)
 
 
 def _offsets(layout: Layout) -> list[int]:
@@ -57,7 +54,7 @@ def flat_to_torch(layout: Layout, vector: np.ndarray) -> np.ndarray:
 
 
 def from_torch(
-    adapter: Adapter,
+    adapter: OptimizerRecord,
     converted: Any,
     start: int,
     groups: Sequence[GroupSpec],
@@ -69,7 +66,7 @@ def from_torch(
         raise ValueError("torch.optim.LBFGS has exactly one param group.")
     (group,) = groups
     state = dict(torch_state.get(0, {}))
-    unknown = sorted(set(state) - _KEYS)
+    unknown = sorted(set(state) - set(adapter.state) - set(adapter.scratch_state))
     if unknown:
         raise ValueError(
             f"torch.optim.LBFGS state has the key(s) {unknown}, which functional_optreg.lbfgs does not know."

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from functional_optreg.optimizers._records import OptimizerRecord
 from functional_optreg.torch_bridge import _scheduler_state, _torch
 
 _LR_RTOL = {"float64": 1e-10, "float32": 1e-5}
@@ -341,13 +342,7 @@ class Plateau(NoScheduler):
         return _scheduler_state.plateau_state_dict(self.snapshot, group_states[0][1], lrs)
 
 
-_PROPORTIONAL = frozenset(
-    {"SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam", "RAdam", "SparseAdam", "Muon"}
-)
-"""Optimizers whose update is proportional to the lr, given the state (ReduceLROnPlateau scales it)."""
-
-
-def convert(scheduler: Any, optimizer: Any, adapter: Any) -> NoScheduler:
+def convert(scheduler: Any, optimizer: Any, adapter: OptimizerRecord) -> NoScheduler:
     """Convert ``scheduler`` (of ``optimizer``, ``None`` for none) for the optimizer described by
     ``adapter``."""
     if scheduler is None:
@@ -358,7 +353,7 @@ def convert(scheduler: Any, optimizer: Any, adapter: Any) -> NoScheduler:
     groups = len(optimizer.param_groups)
     snapshot = _state_snapshot(scheduler)
     if name == "ReduceLROnPlateau":
-        if adapter.torch_name not in _PROPORTIONAL:
+        if not adapter.lr_scales_step:
             raise ValueError(
                 f"ReduceLROnPlateau scales the updates by the lr ratio, which is not the effect of a "
                 f"new lr on torch.optim.{adapter.torch_name}; this pair cannot be converted."

@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from functional_optreg.optimizers._records import OptimizerRecord
 from functional_optreg.torch_bridge import _torch
-from functional_optreg.torch_bridge._adapters import Adapter
 from functional_optreg.torch_bridge._layout import Layout
 
 
@@ -34,7 +34,7 @@ def _structure(tree: Any) -> Any:
 
 
 def torch_step(
-    adapter: Adapter, torch_states: Sequence[Mapping[str, Any]], layout: Layout, indices: Sequence[int]
+    adapter: OptimizerRecord, torch_states: Sequence[Mapping[str, Any]], layout: Layout, indices: Sequence[int]
 ) -> int | None:
     """The group's update count from torch's per-parameter state (all parameters must agree).
 
@@ -68,7 +68,7 @@ def torch_step(
 
 
 def state_from_torch(
-    adapter: Adapter,
+    adapter: OptimizerRecord,
     template: Any,
     params_structure: Any,
     torch_states: Sequence[Mapping[str, Any]],
@@ -82,7 +82,7 @@ def state_from_torch(
     same order, ``params_structure`` the structure of the group's (masked) parameter tree.
     """
     fields = template._fields
-    name = f"functional_optreg.{adapter.factory}"
+    name = f"functional_optreg.{adapter.factory_name}"
     known = set(fields)
     for index, state in zip(indices, torch_states):
         unknown = sorted(set(state) - known)
@@ -162,7 +162,7 @@ def _fill_per_parameter(adapter, name, field, current, params_structure, torch_s
 
 
 def state_to_torch(
-    adapter: Adapter, state: Any, params_structure: Any, indices: Sequence[int], layout: Layout
+    adapter: OptimizerRecord, state: Any, params_structure: Any, indices: Sequence[int], layout: Layout
 ) -> dict[int, dict[str, Any]]:
     """Torch's per-parameter state dicts (keyed by torch index) from our group state."""
     torch = _torch.torch_module()
