@@ -1,4 +1,8 @@
-"""torch's implementation flags: accepted everywhere torch accepts them, rejected as torch rejects."""
+"""torch's implementation flags: accepted everywhere torch accepts them, rejected as torch rejects.
+
+The flags of each optimizer come from its record (:mod:`functional_optreg.optimizers._records`);
+both sides' signatures are checked against it, for all fifteen optimizers.
+"""
 
 from __future__ import annotations
 
@@ -7,29 +11,27 @@ import inspect
 import pytest
 import torch
 
-import functional_optreg as fo
+from functional_optreg.optimizers._records import IMPLEMENTATION_FLAGS, RECORDS
 
-PAIRS = [
-    (fo.sgd, torch.optim.SGD),
-    (fo.adam, torch.optim.Adam),
-    (fo.adamw, torch.optim.AdamW),
-    (fo.adagrad, torch.optim.Adagrad),
-    (fo.rmsprop, torch.optim.RMSprop),
-    (fo.adadelta, torch.optim.Adadelta),
-    (fo.adamax, torch.optim.Adamax),
-]
-FLAGS = ("foreach", "fused", "capturable", "differentiable")
-FUSED_PAIRS = [(ours, theirs) for ours, theirs in PAIRS if "fused" in inspect.signature(theirs).parameters]
+FUSED = [record for record in RECORDS.values() if "fused" in record.flags]
 
 
-@pytest.mark.parametrize("ours, theirs", PAIRS, ids=lambda f: getattr(f, "__name__", ""))
-def test_same_flags_as_torch(ours, theirs):
-    torch_flags = {f for f in FLAGS if f in inspect.signature(theirs).parameters}
-    our_flags = {f for f in FLAGS if f in inspect.signature(ours).parameters}
-    assert our_flags == torch_flags
+def _flags(function):
+    parameters = inspect.signature(function).parameters
+    return tuple(flag for flag in IMPLEMENTATION_FLAGS if flag in parameters)
 
 
-@pytest.mark.parametrize("ours, theirs", FUSED_PAIRS, ids=lambda f: getattr(f, "__name__", ""))
+@pytest.mark.parametrize("record", RECORDS.values(), ids=lambda record: record.torch_name)
+def test_same_flags_as_torch(record):
+    assert _flags(record.torch_class()) == record.flags
+    assert _flags(record.load_factory()) == record.flags
+
+
+def test_fused_optimizers_are_those_torch_fuses():
+    assert sorted(record.torch_name for record in FUSED) == ["Adagrad", "Adam", "AdamW", "SGD"]
+
+
+@pytest.mark.parametrize("record", FUSED, ids=lambda record: record.torch_name)
 @pytest.mark.parametrize(
     "flags",
     [
@@ -38,9 +40,9 @@ def test_same_flags_as_torch(ours, theirs):
         dict(fused=True, foreach=True, differentiable=True),
     ],
 )
-def test_rejected_combinations_match_torch(ours, theirs, flags):
+def test_rejected_combinations_match_torch(record, flags):
     with pytest.raises(RuntimeError) as their_error:
-        theirs([torch.zeros(1, requires_grad=True)], **flags)
+        record.torch_class()([torch.zeros(1, requires_grad=True)], **flags)
     with pytest.raises(RuntimeError) as our_error:
-        ours(**flags)
+        record.load_factory()(**flags)
     assert str(our_error.value) == str(their_error.value)

@@ -1,8 +1,6 @@
-"""fo.rmsprop: signature, validation, state contents and the rules the parity catalog relies on."""
+"""fo.rmsprop: validation, state contents and the rules the parity catalog relies on."""
 
 from __future__ import annotations
-
-import inspect
 
 import jax
 import jax.numpy as jnp
@@ -13,16 +11,6 @@ import torch
 from state_trajectories import run_both
 
 import functional_optreg as fo
-
-
-def _torch_parameters(cls):
-    return list(inspect.signature(cls.__init__).parameters.values())[2:]  # drop self, params
-
-
-def test_signature_matches_torch():
-    ours = list(inspect.signature(fo.rmsprop).parameters.values())
-    theirs = _torch_parameters(torch.optim.RMSprop)
-    assert [(p.name, p.kind, p.default) for p in ours] == [(p.name, p.kind, p.default) for p in theirs]
 
 
 def test_positional_arguments_follow_torch_order():

@@ -57,7 +57,6 @@ def sparse_adam(
     lr: ScalarOrSchedule = 1e-3,
     betas: tuple[Any, Any] = (0.9, 0.999),
     eps: Any = 1e-8,
-    *,
     maximize: bool = False,
 ) -> optax.GradientTransformation:
     r"""Lazy Adam for sparse gradients, exactly as ``torch.optim.SparseAdam``.
