@@ -124,16 +124,23 @@ def unique_local_bytes(leaf) -> int:
     return sum(seen.values())
 
 
-def memory_report(tree, num_devices: int, num_processes: int) -> dict:
+def memory_report(tree, num_devices: int, num_processes: int, param_shapes) -> dict:
+    """Bytes of ``tree``: ``total``, held by this process (``local``), and held if every leaf with a
+    dimension divisible by ``num_devices`` were split (``split_if_divisible``); the ``param_shaped_``
+    figures count only the leaves shaped like a parameter (moments, not Adafactor's factors or counts)."""
     leaves = jax.tree.leaves(tree)
-    ideal = sum(
-        leaf.nbytes if fo.zero_partition_spec(leaf.shape, "data", num_devices) == P() else leaf.nbytes // num_processes
-        for leaf in leaves
-    )
+
+    def ideal(leaf):
+        divisible = fo.zero_partition_spec(leaf.shape, "data", num_devices) != P()
+        return leaf.nbytes // num_processes if divisible else leaf.nbytes
+
+    shaped = [leaf for leaf in leaves if tuple(leaf.shape) in param_shapes]
     return {
         "total": sum(leaf.nbytes for leaf in leaves),
         "local": sum(unique_local_bytes(leaf) for leaf in leaves),
-        "split_if_divisible": ideal,
+        "split_if_divisible": sum(ideal(leaf) for leaf in leaves),
+        "param_shaped_local": sum(unique_local_bytes(leaf) for leaf in shaped),
+        "param_shaped_split_if_divisible": sum(ideal(leaf) for leaf in shaped),
     }
 
 
@@ -226,7 +233,7 @@ def run_steps(setup: Setup, params, states, start: int, stop: int, history: dict
 
 
 def host_params(setup: Setup, params) -> dict:
-    """Per configuration, ``{leaf path: numpy array}`` of the full parameters, gathered on every process."""
+    """Per configuration, ``{leaf path: numpy array}`` of the full parameters (or states), gathered on every process."""
     gathered = jax.jit(lambda tree: tree, out_shardings=NamedSharding(setup.mesh, P()))(params)
     return {
         config: {
@@ -246,13 +253,14 @@ def report(setup: Setup, params, states, history: dict) -> tuple[dict, dict]:
     """``(json report per configuration, {"<config>/<leaf path>": array})``."""
     n, processes = setup.mesh.size, jax.process_count()
     hosts = host_params(setup, params)
+    shapes = {np.shape(leaf) for leaf in jax.tree.leaves(setup.host_params)}
     summary, arrays = {}, {}
     for config in setup.configs:
         summary[config] = {
             "sha256": digest(hosts[config]),
             "losses": history.get(config, []),
-            "state_bytes": memory_report(states[config], n, processes),
-            "param_bytes": memory_report(params[config], n, processes),
+            "state_bytes": memory_report(states[config], n, processes, shapes),
+            "param_bytes": memory_report(params[config], n, processes, shapes),
         }
         arrays.update({f"{config}/{key}": value for key, value in hosts[config].items()})
     return summary, arrays
@@ -269,6 +277,8 @@ def main(argv=None) -> int:
         help="comma-separated layout/optimizer pairs",
     )
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    parser.add_argument("--trajectory", action="store_true", help="also save the parameters after every step")
+    parser.add_argument("--save-state", action="store_true", help="also save the final optimizer state")
     args = parser.parse_args(argv)
     import mp_harness
 
@@ -279,11 +289,24 @@ def main(argv=None) -> int:
     params = initial_params(setup)
     states = setup.init(params)
     history: dict = {}
-    params, states = run_steps(setup, params, states, 0, args.steps, history)
+    trajectory = {}
+    for k in range(args.steps) if args.trajectory else ():
+        params, states = run_steps(setup, params, states, k, k + 1, history)
+        for config, leaves in host_params(setup, params).items():
+            trajectory.update({f"{config}/{k + 1}/{key}": value for key, value in leaves.items()})
+    params, states = run_steps(setup, params, states, len(history.get(setup.configs[0], [])), args.steps, history)
     summary, arrays = report(setup, params, states, history)
     summary["devices"] = {"global": jax.device_count(), "local": jax.local_device_count()}
+    leaves = host_params(setup, states) if args.save_state else {}  # a collective: every process takes part
     if process_id == 0:
         np.savez(os.path.join(args.outdir, "params.npz"), **arrays)
+        if args.trajectory:
+            np.savez(os.path.join(args.outdir, "trajectory.npz"), **trajectory)
+        if args.save_state:
+            np.savez(
+                os.path.join(args.outdir, "state.npz"),
+                **{f"{config}/{key}": value for config in leaves for key, value in leaves[config].items()},
+            )
     mp_harness.write_json(args.outdir, f"process_{process_id}.json", summary)
     return 0
 

@@ -93,20 +93,34 @@ def check_equal_to_one_process(runs: dict, configs) -> list[str]:
 
 
 def check_bytes_per_process(runs: dict, configs) -> list[str]:
-    """Each process holds 1/N of every split leaf: state for zero1 and fsdp, parameters for fsdp."""
+    """Each process holds 1/N of every leaf that its layout splits.
+
+    ``zero1``: every state leaf with a dimension divisible by the device count (the rule of
+    ``fo.zero_partition_spec``). ``fsdp``: every parameter so, and the state leaves shaped like a
+    parameter (moments, momentum); other state leaves follow their parameter as XLA propagates it
+    (Adafactor's row statistics are split with their rows, its column statistics, reduced over
+    the split dimension, are replicated), so they only have to hold less than the whole state.
+    ``replicated``: everything everywhere.
+    """
     problems = []
     for processes, run in runs.items():
         for process_id, report in enumerate(run["reports"]):
             for config in configs:
                 layout = config.split("/")[0]
-                for kind, split in (("state_bytes", layout != "replicated"), ("param_bytes", layout == "fsdp")):
-                    held = report[config][kind]
-                    expected = held["split_if_divisible"] if split else held["total"]
-                    if held["local"] != expected:
-                        problems.append(
-                            f"{processes} processes, process {process_id}, {config}: {kind} {held['local']} "
-                            f"held, {expected} expected ({held['total']} in all)"
-                        )
+                state, params = report[config]["state_bytes"], report[config]["param_bytes"]
+                expected = {
+                    "replicated": [(state, "local", "total"), (params, "local", "total")],
+                    "zero1": [(state, "local", "split_if_divisible"), (params, "local", "total")],
+                    "fsdp": [
+                        (state, "param_shaped_local", "param_shaped_split_if_divisible"),
+                        (params, "local", "split_if_divisible"),
+                    ],
+                }[layout]
+                for held, measured, target in expected:
+                    if held[measured] != held[target]:
+                        problems.append(f"{processes} processes, process {process_id}, {config}: {measured} {held}")
+                if layout == "fsdp" and processes > 1 and not state["local"] < state["total"]:
+                    problems.append(f"{processes} processes, process {process_id}, {config}: all the state {state}")
     return problems
 
 
