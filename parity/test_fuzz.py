@@ -9,15 +9,19 @@ from __future__ import annotations
 import contextlib
 import io
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from functional_optreg import _scalars
 from parity import __main__ as cli
 from parity import fuzz
 from parity.fuzz import Config
 
-SLICE_SEED = 2026
-SLICE_COUNT = 32
+SLICE_SEED = 2033
+SLICE_COUNT = 24
+"""A seed whose first 24 configurations hold every feature the coverage test asks for."""
 
 
 def test_fixed_seed_slice_matches_torch():
@@ -30,11 +34,15 @@ def test_fixed_seed_slice_matches_torch():
 def test_the_slice_covers_optimizers_lr_kinds_hostile_gradients_and_events():
     rng = np.random.default_rng(SLICE_SEED)
     configs = [fuzz.generate(rng) for _ in range(SLICE_COUNT)]
-    assert len({c.optimizer for c in configs}) >= 8
+    assert len({c.optimizer for c in configs}) >= 9
     assert {c.lr_kind for c in configs} == set(fuzz.LR_KINDS)
     kinds = {kind for c in configs for *_, kind in c.specials}
     assert {"nan", "inf", "zero"} <= kinds
-    assert {kind for c in configs for _, kind, _, _ in c.events} == {"set", "checkpoint"}
+    assert {event[1] for c in configs for event in c.events} == set(fuzz.EVENT_KINDS)
+    assert any(len(event) == 5 for c in configs for event in c.events), "a set event for one param group"
+    assert any(len(c.groups) == 2 and any(overrides for _, overrides in c.groups) for c in configs)
+    assert any(c.epoch > 1 for c in configs), "a scheduler stepped per epoch"
+    assert any(c.bridge and c.lr_kind == "schedule" for c in configs)
     assert any(() in c.shapes for c in configs) and any((0,) in c.shapes for c in configs)
 
 
@@ -111,8 +119,66 @@ FIRST_FOUND = [
 ]
 
 
-@pytest.mark.parametrize("config", FIRST_FOUND, ids=lambda c: f"{c.optimizer}-{c.lr_kind}")
+SCALE_1E8 = [
+    # Parameters at 1e-8 with lr 0.01: the steps dominate the parameters, which oscillate around
+    # 0; every rounding difference grows about fivefold per step. Ours differed from torch's
+    # arithmetic too (NAdam's 1 - beta2**step as expm1/log1p, 1.4e-14 off at step 2); now only
+    # rounding differs, and torch's own floor is above the contract (3.9e-12, 6.7e-10).
+    Config("adafactor", {"beta2_decay": -0.5}, 0.01, "float", ((5,), (3, 4)), 1e-8, seed=0),
+    Config("nadam", {"momentum_decay": 0.05}, 0.01, "float", ((5,), (3, 4)), 1e-8, seed=3),
+]
+
+
+@pytest.mark.parametrize("config", FIRST_FOUND + SCALE_1E8, ids=lambda c: f"{c.optimizer}-{c.lr_kind}-{c.scale:g}")
 def test_first_found_reproducers_now_pass(config):
+    result = fuzz.run(config)
+    assert result.passed, str(result)
+
+
+def test_bias_corrections_are_torchs_double_expression():
+    """Torch's ``1 - beta**step`` in Python floats, bit for bit: the expm1/log1p form is more
+    accurate and so differs by up to ~1e-13 relative (found at scale 1e-8, where it shows)."""
+    steps = np.arange(1, 3001)
+    with jax.enable_x64(True):
+        for beta in (0.9, 0.99, 0.999, 0.5, 0.8, 0.95, 0.9999):
+            ours = np.asarray(_scalars.bias_correction(beta, jnp.asarray(steps)))
+            np.testing.assert_array_equal(ours, [1 - beta ** float(step) for step in steps])
+
+
+def test_a_wrong_formula_fails_where_torch_is_chaotic(monkeypatch):
+    """Torch's own floor lifts the bound only to ALLOWANCE x the floor: AdamW's decay missing
+    (fo.adam posing as AdamW) is still found in a configuration that amplifies rounding."""
+    monkeypatch.setitem(fuzz.OPTIMIZERS, "wrong", fuzz.Optimizer("adam", "AdamW", {}))
+    chaotic = Config("wrong", {}, 0.01, "float", ((5,), (3, 4)), 1e-8, seed=3)
+    result = fuzz.run(chaotic)
+    assert not result.passed and "floor" in result.detail, str(result)
+
+
+def test_floors_of_a_stable_configuration_are_within_the_contract():
+    floors = fuzz.torch_floors(Config("adam", {}, 0.01, "float", ((5,), (3, 4)), seed=3))
+    assert floors.shape == (fuzz.STEPS,) and 0 < np.max(floors) <= 1e-12
+
+
+@pytest.mark.xfail(strict=True, reason="open finding in functional_optreg/torch_bridge: fuzz.OPEN_FINDINGS")
+@pytest.mark.parametrize(
+    "config",
+    [
+        Config("nadam", {}, 0.006950009763393818, "float32_tensor", ((3, 4),), steps=1, seed=1097041350, bridge=True),
+        Config(
+            "sgd",
+            {},
+            0.030823629881188207,
+            "float64_tensor",
+            ((3, 4),),
+            events=((8, "to_torch", "", 0),),
+            steps=9,
+            seed=918187863,
+            bridge=True,
+        ),
+    ],
+    ids=["from_torch-float32-lr", "to_torch-float64-lr"],
+)
+def test_open_bridge_findings(config):
     result = fuzz.run(config)
     assert result.passed, str(result)
 
