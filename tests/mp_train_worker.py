@@ -2,21 +2,23 @@
 
 Every process builds the same global mesh (one axis, ``"data"``, over all devices of all
 processes), feeds only its own slices of each global batch (``jax.make_array_from_callback``)
-and runs the same jitted steps; XLA's collectives (gloo between processes) do the rest. For each
-model (``mlp``, ``cnn``), layout and optimizer it trains ``--steps`` steps from the same start,
-gathers the final parameters and writes, per process:
+and runs the same jitted step, which trains every configuration (``layout/optimizer``) of the
+run side by side from the same start; XLA's collectives (gloo between processes) do the rest.
+After ``--steps`` steps each process writes:
 
-- ``process_<id>.json``: per configuration, the SHA-256 of the final parameters' bytes, the
-  losses, and the optimizer state's and parameters' bytes: in all, held by this process (unique
-  shards) and held if every leaf with a dimension divisible by the device count were split;
-- ``params.npz`` (process 0 only): the final parameters, ``<model>/<layout>/<optimizer>/<leaf path>``.
+- ``process_<id>.json``: per configuration, the SHA-256 of the final parameters (gathered), the
+  losses, and the optimizer state's and parameters' bytes (:func:`memory_report`);
+- process 0 only: ``params.npz``, the final parameters as ``<layout>/<optimizer>/<leaf path>``;
+  with ``--trajectory``, ``trajectory.npz``, the parameters after every step
+  (``<layout>/<optimizer>/<step>/<leaf path>``); with ``--save-state``, ``state.npz``.
 
-Layouts: ``replicated`` (parameters and state on every device), ``zero1`` (parameters
-replicated, state split by :func:`functional_optreg.shard_optimizer_state`), ``fsdp`` (parameters
-split by :func:`functional_optreg.zero_partition_spec`, state sharded like them by
-``jax.jit(tx.init)``). Usage (under the harness)::
+Models: ``mlp`` (16-32-32-10, tanh) and ``cnn`` (the seed CNN). Layouts: ``replicated``
+(parameters and state on every device), ``zero1`` (parameters replicated, state split by
+:func:`functional_optreg.shard_optimizer_state`), ``fsdp`` (parameters split by
+:func:`functional_optreg.zero_partition_spec`, state sharded like them by ``jax.jit(tx.init)``).
+Usage (under the harness)::
 
-    python tests/mp_train_worker.py OUTDIR --steps 5 --models mlp --dtype float32
+    python tests/mp_train_worker.py OUTDIR --model mlp --steps 5 --configs zero1/adam,fsdp/adamw
 """
 
 from __future__ import annotations
