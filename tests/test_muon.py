@@ -18,6 +18,7 @@ import numpy as np
 import optax
 import pytest
 import torch
+from bounds import EPS32
 from torch.optim._muon import _adjust_lr, _zeropower_via_newtonschulz
 
 import functional_optreg as fo
@@ -209,18 +210,45 @@ def test_dtypes_are_preserved(dtype):
             assert bool(jnp.all(jnp.isfinite(leaf)))
 
 
+def _newton_schulz_allowance(update, before, lr, weight_decay):
+    """What one Muon step may differ by between two float32 runs whose Newton–Schulz inputs differ
+    by float32 rounding (jit fusion, traced hyperparameters, batched dot products): the iteration
+    rounds to bfloat16, so its output moves by up to one bfloat16 ulp normwise (2⁻⁸ ·‖NS‖, the
+    premise of ``test_newton_schulz_matches_torchs_to_bfloat16_resolution``), scaled by the
+    adjusted lr; ``adjusted_lr·‖NS‖ ≤ ‖u‖ + lr·wd·‖p‖`` since ``u = −lr·wd·p − adjusted_lr·NS``.
+    The float32 parts (decay, momentum, ``p + u``) add ≤ 32·eps32 of ‖u‖ and ‖p‖, as
+    ``UPDATE_ULPS`` in test_transform_properties.py: far below."""
+    update, before = np.asarray(update, np.float64), np.asarray(before, np.float64)
+    ortho = np.linalg.norm(update) + lr * weight_decay * np.linalg.norm(before)
+    return 2.0**-8 * ortho + 32 * EPS32 * (np.linalg.norm(update) + np.linalg.norm(before))
+
+
+def _three_steps(tx, lr, weight_decay):
+    """Final params and each leaf's summed ``_newton_schulz_allowance`` over 3 jitted steps (the
+    momentum buffers do not depend on the params and weight decay shrinks earlier differences,
+    so the per-step allowances add up)."""
+    p, state = _matrices(), tx.init(_matrices())
+    allowance = {key: 0.0 for key in p}
+    for seed in range(3):
+        updates, state = jax.jit(tx.update)(_grads(p, seed), state, p)
+        for key in p:
+            allowance[key] += _newton_schulz_allowance(updates[key], p[key], lr, weight_decay)
+        p = optax.apply_updates(p, updates)
+    return p, allowance
+
+
+def _normwise_difference(a, b):
+    return float(np.linalg.norm(np.asarray(a, np.float64) - np.asarray(b, np.float64)))
+
+
 def test_inject_hyperparams_matches_constant():
-    params = _matrices()
-    injected = optax.inject_hyperparams(fo.muon)(lr=0.02, momentum=0.9, weight_decay=0.1)
-    constant = fo.muon(lr=0.02, momentum=0.9, weight_decay=0.1)
-    results = []
-    for tx in (injected, constant):
-        p, state = params, tx.init(params)
-        for seed in range(3):
-            updates, state = jax.jit(tx.update)(_grads(p, seed), state, p)
-            p = optax.apply_updates(p, updates)
-        results.append(p)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), *results)
+    constant, allowance = _three_steps(fo.muon(lr=0.02, momentum=0.9, weight_decay=0.1), 0.02, 0.1)
+    injected, _ = _three_steps(optax.inject_hyperparams(fo.muon)(lr=0.02, momentum=0.9, weight_decay=0.1), 0.02, 0.1)
+    for key in constant:
+        assert _normwise_difference(injected[key], constant[key]) <= allowance[key], key
+    # A 5% lr error (a bfloat16 ulp is 0.4%) stands out of the allowance.
+    wrong, _ = _three_steps(optax.inject_hyperparams(fo.muon)(lr=0.021, momentum=0.9, weight_decay=0.1), 0.02, 0.1)
+    assert all(_normwise_difference(wrong[key], constant[key]) > allowance[key] for key in constant)
 
 
 def test_vmap_over_stacked_matrices_matches_one_by_one():
@@ -231,7 +259,8 @@ def test_vmap_over_stacked_matrices_matches_one_by_one():
     for i in range(3):
         one = {"w": stacked["w"][i]}
         single, _ = tx.update({"w": grads["w"][i]}, tx.init(one), one)
-        np.testing.assert_allclose(batched["w"][i], single["w"], rtol=1e-6, atol=1e-8)
+        allowance = _newton_schulz_allowance(single["w"], one["w"], 0.05, 0.1)  # weight_decay: the default
+        assert _normwise_difference(batched["w"][i], single["w"]) <= allowance
 
 
 def test_needs_params_for_weight_decay_only():
