@@ -60,8 +60,9 @@ def _tail(path: str, limit: int = 4000) -> str:
         return handle.read()[-limit:]
 
 
-def _kill_group(process: subprocess.Popen) -> None:
-    """SIGKILL the process's session (it and anything it started, even once it has exited), then reap it.
+def _kill_group(process: subprocess.Popen, grace: float = 30.0) -> None:
+    """SIGKILL the process's session (it and anything it started, even once it has exited), reap
+    it, and wait up to ``grace`` seconds for the rest of the group to be gone.
 
     The group id cannot name anyone else while a member lives; once the group is empty the call
     finds nothing to kill.
@@ -71,6 +72,13 @@ def _kill_group(process: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     process.wait()
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
 
 
 def launch(

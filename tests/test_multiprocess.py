@@ -124,28 +124,23 @@ def check_bytes_per_process(runs: dict, configs) -> list[str]:
     return problems
 
 
-@pytest.fixture(scope="module")
-def ci_runs(tmp_path_factory):
-    return {
+def test_n_processes_train_as_one_process(tmp_path_factory):
+    """1, 2 and 4 processes: trained, bit for bit alike, each holding its shards.
+
+    One test rather than several on a shared fixture: pytest-xdist would start the fixture's
+    seven processes again in each of its workers.
+    """
+    runs = {
         processes: train(tmp_path_factory, processes, "mlp", CI_CONFIGS, CI_STEPS, "float32")
         for processes in LAYOUTS_PER_PROCESS_COUNT
     }
-
-
-def test_every_configuration_trains(ci_runs):
     for config in CI_CONFIGS:
-        losses = ci_runs[1]["reports"][0][config]["losses"]
+        losses = runs[1]["reports"][0][config]["losses"]
         assert len(losses) == CI_STEPS and all(np.isfinite(losses)), (config, losses)
         assert losses[-1] < losses[0], (config, losses)
-
-
-def test_parameters_bit_identical_to_one_process(ci_runs):
-    assert not check_equal_to_one_process(ci_runs, CI_CONFIGS)
-
-
-def test_each_process_holds_only_its_shard(ci_runs):
-    assert not check_bytes_per_process(ci_runs, CI_CONFIGS)
-    zero1 = ci_runs[4]["reports"][3]["zero1/adam"]["state_bytes"]
+    problems = check_equal_to_one_process(runs, CI_CONFIGS) + check_bytes_per_process(runs, CI_CONFIGS)
+    assert not problems, "\n".join(problems)
+    zero1 = runs[4]["reports"][3]["zero1/adam"]["state_bytes"]
     assert zero1["local"] < zero1["total"] / 3, zero1
 
 

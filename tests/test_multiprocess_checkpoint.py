@@ -47,19 +47,22 @@ def run(tmp_path_factory, checkpoints: str, processes: int, *args: str) -> list[
     return reports
 
 
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory):
+def test_checkpoints_across_processes(tmp_path_factory):
+    """The chain of the module docstring, in one test (pytest-xdist would run a shared fixture once per worker)."""
     checkpoints = str(tmp_path_factory.mktemp("checkpoints"))
     runs = {"straight": run(tmp_path_factory, checkpoints, 2, "--stop", "3", "--save-at", "1")}
     runs["to_four"] = run(tmp_path_factory, checkpoints, 4, "--restore", "1", "--stop", "3", "--save-at", "2")
-    with pytest.raises(mp_harness.LaunchError, match="process 0 exited with -9") as crash:
+    with pytest.raises(mp_harness.LaunchError, match="process 0 exited with -9"):
         run(tmp_path_factory, checkpoints, 2, "--restore", "2", "--stop", "3", "--crash-at", "3")
+    entries = sorted(os.listdir(checkpoints))
     runs["after_crash"] = run(tmp_path_factory, checkpoints, 2, "--restore", "2", "--stop", "3")
-    return runs, sorted(os.listdir(checkpoints)), str(crash.value)
 
+    # The crash: step 3 was being written (its temporary directory is there) and never committed.
+    assert "3" not in entries and {"1", "2"} <= set(entries), entries
+    assert any(entry.startswith("3.orbax-checkpoint-tmp") for entry in entries), entries
+    assert [report["restored_steps"] for report in runs["after_crash"]] == [[1, 2], [1, 2]]
 
-def test_restored_runs_continue_bit_identically(chain):
-    runs, _, _ = chain
+    # Restored runs end where the straight run ends, bit for bit, with the same losses on the way.
     straight = runs["straight"][0]
     for name in ("to_four", "after_crash"):
         for process_id, report in enumerate(runs[name]):
@@ -68,20 +71,10 @@ def test_restored_runs_continue_bit_identically(chain):
                 restored_losses = report[config]["losses"]
                 assert restored_losses == straight[config]["losses"][-len(restored_losses) :], (name, config)
 
-
-def test_restored_state_keeps_its_sharded_layout(chain):
-    runs, _, _ = chain
+    # Each process holds 1/N of the state (and, for FSDP, of the parameters) after a restore too.
     for name, reports in runs.items():
         for report in reports:
             for config in CONFIGS:
                 for kind in ("state_bytes", "param_bytes") if config.startswith("fsdp") else ("state_bytes",):
                     held = report[config][kind]
                     assert held["local"] == held["split_if_divisible"] < held["total"], (name, config, kind, held)
-
-
-def test_a_crash_mid_save_leaves_the_previous_checkpoint_loadable(chain):
-    runs, entries, crash = chain
-    assert "3" not in entries, (entries, crash)
-    assert any(entry.startswith("3.orbax-checkpoint-tmp") for entry in entries), entries
-    assert {"1", "2"} <= set(entries)
-    assert [report["restored_steps"] for report in runs["after_crash"]] == [[1, 2], [1, 2]]
