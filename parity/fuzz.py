@@ -212,18 +212,23 @@ KNOWN_DEVIATIONS = {
 generating, with the reason. Reported in the closing note, not hidden."""
 
 OPEN_FINDINGS = {
-    "bridge_tensor_lr": (
-        "Config('nadam', {}, 0.006950009763393818, 'float32_tensor', ((3, 4),), steps=1, seed=1097041350, "
-        "bridge=True) fails at step 1 (4.5e-11): fo.from_torch stores a float32 tensor lr as a float64 "
-        "hyperparameter, so NAdam's float32 tensor-lr arithmetic is not mirrored; "
-        "Config('sgd', {}, 0.030823629881188207, 'float64_tensor', ((3, 4),), events=((8, 'to_torch', '', 0),), "
-        "steps=9, seed=918187863, bridge=True) fails at step 9 (1.0e-9): fo.to_torch_state_dict writes a "
-        "float64 tensor lr as a float32 tensor",
+    "bridge_sgd_momentum": (
+        "Config('sgd', {}, 0.002720723030568733, 'float', ((0,),), events=((16, 'set', 'momentum', 0.6),), "
+        "seed=1302366663, bridge=True) raises KeyError: fo.from_torch of an SGD built with momentum=0 "
+        "makes momentum unsettable, where torch's param_groups[0]['momentum'] = 0.6 turns it on",
+    ),
+    "traced_zero_weight_decay": (
+        "Config('radam', {}, 0.006103961388685274, 'float', ((5,),), specials=((3, 0, 2, '-inf'),), "
+        "events=((1, 'set', 'lr', 0.005),), steps=8, seed=2085231282) fails at step 5 (NaN where torch "
+        "has -inf): with inject_hyperparams under jit a weight_decay of 0 is traced, so g + 0 * p is "
+        "NaN for a parameter at -inf, where torch skips the add. Fixed for SGD, Adamax, Adagrad, "
+        "Adadelta, RMSprop (_common.add_weight_decay); RAdam, Adam, NAdam and ASGD need the same "
+        "one-line change (their modules have another engineer's uncommitted edits)",
     ),
 }
 """Bugs the fuzzer found in code it does not own (functional_optreg/torch_bridge), handed to its
-owner with the reproducers above; the generator avoids them (no ``bridge`` with a tensor lr)
-until they are fixed."""
+owner with the reproducers above; the generator avoids them (no momentum set on a ``bridge``
+SGD, no infinite gradient for a RAdam with injected hyperparameters) until they are fixed."""
 
 
 def generate(rng: np.random.Generator, steps: int = STEPS) -> Config:
@@ -258,11 +263,12 @@ def generate(rng: np.random.Generator, steps: int = STEPS) -> Config:
         first = int(rng.integers(1, count))
         groups = tuple((size, _group_overrides(name, lr, rng)) for size in (first, count - first))
     epoch = int(rng.choice(EPOCHS)) if lr_kind == "schedule" else 1
-    bridge = rng.random() < 0.3 and lr_kind in ("float", "schedule")  # OPEN_FINDINGS["bridge_tensor_lr"]
+    bridge = rng.random() < 0.3
     events: list[tuple[Any, ...]] = []
-    if lr_kind == "float" and spec.settable and rng.random() < 0.5:
+    settable = tuple(key for key in spec.settable if not (bridge and key == "momentum"))  # OPEN_FINDINGS
+    if lr_kind == "float" and settable and rng.random() < 0.5:
         for _ in range(int(rng.integers(1, 3))):
-            key = str(rng.choice(spec.settable))
+            key = str(rng.choice(settable))
             event: tuple[Any, ...] = (int(rng.integers(1, steps)), "set", key, _new_value(name, key, kwargs, lr, rng))
             if groups and rng.random() < 0.5:
                 event += (int(rng.integers(len(groups))),)
@@ -274,6 +280,9 @@ def generate(rng: np.random.Generator, steps: int = STEPS) -> Config:
         for kind in ("from_torch", "to_torch"):
             if rng.random() < 0.5 and (round_trips or kind == "from_torch"):
                 events.append((int(rng.integers(1, steps)), kind, "", 0))
+    injected = bridge or any(event[1] == "set" for event in events)
+    if name == "radam" and injected:  # OPEN_FINDINGS["traced_zero_weight_decay"]
+        specials = tuple(special for special in specials if special[3] not in ("inf", "-inf"))
     return Config(
         name,
         kwargs,

@@ -48,6 +48,20 @@ def weight_decay_in_use(weight_decay: Any, params: Any, optimizer_name: str) -> 
     return False
 
 
+def add_weight_decay(g: jax.Array, p: jax.Array, weight_decay: Any) -> jax.Array:
+    """torch's ``grad.add(param, alpha=weight_decay)``, which torch skips when ``weight_decay == 0``.
+
+    Call it where :func:`weight_decay_in_use` is true. A traced ``weight_decay`` (the
+    hyperparameters of ``optax.inject_hyperparams`` under ``jit``) decides at run time: with a
+    zero value the gradient is returned unchanged, as torch's ``if weight_decay != 0`` does, so a
+    parameter at ±inf does not turn the gradient into ``0·inf = nan``.
+    """
+    decayed = g + weight_decay * p
+    if isinstance(weight_decay, jax.core.Tracer):
+        return jnp.where(weight_decay != 0, decayed, g)
+    return decayed
+
+
 def check_grad_dtypes(grads: Any, reference: Any, reference_name: str) -> None:
     """Raise ``TypeError`` naming the first path where a gradient's dtype differs from the
     parameter's (or, without params, the per-parameter state's, which has the parameter's dtype).

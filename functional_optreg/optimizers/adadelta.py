@@ -97,7 +97,7 @@ def adadelta(
         def leaf(g, p, square_avg, acc_delta):
             g = -g if maximize else g
             if use_weight_decay:
-                g = g + weight_decay * p
+                g = _common.add_weight_decay(g, p, weight_decay)
             square_avg = square_avg * rho + (1 - rho) * g * g
             std = jnp.sqrt(square_avg + eps)
             delta = jnp.sqrt(acc_delta + eps) / std * g

@@ -107,7 +107,7 @@ def adagrad(
         def leaf(g, p, state_sum):
             g = -g if maximize else g
             if use_weight_decay:
-                g = g + weight_decay * p
+                g = _common.add_weight_decay(g, p, weight_decay)
             state_sum = state_sum + g * g
             std = jnp.sqrt(state_sum) + eps
             return -clr * g / std, state_sum

@@ -103,7 +103,7 @@ def adamax(
         def leaf(g, p, exp_avg, exp_inf):
             g = -g if maximize else g
             if use_weight_decay:
-                g = g + weight_decay * p
+                g = _common.add_weight_decay(g, p, weight_decay)
             exp_avg = _scalars.lerp(exp_avg, g, 1 - beta1_t)
             exp_inf = jnp.maximum(exp_inf * beta2_t, jnp.abs(g) + eps)
             return -clr * exp_avg / exp_inf, exp_avg, exp_inf

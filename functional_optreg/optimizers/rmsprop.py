@@ -109,7 +109,7 @@ def rmsprop(
         def leaf(g, p, square_avg, buf, grad_avg):
             g = -g if maximize else g
             if use_weight_decay:
-                g = g + weight_decay * p
+                g = _common.add_weight_decay(g, p, weight_decay)
             square_avg = square_avg * alpha + (1 - alpha) * g * g
             if centered:
                 grad_avg = _scalars.lerp(grad_avg, g, 1 - alpha)

@@ -124,7 +124,7 @@ def sgd(
         def leaf(g, p, buf):
             d_p = -g if maximize else g
             if use_weight_decay:
-                d_p = d_p + weight_decay * p
+                d_p = _common.add_weight_decay(d_p, p, weight_decay)
             if has_buffers:
                 new_buf = jnp.where(is_first_step, d_p, momentum_t * buf + (1 - dampening) * d_p)
                 momentum_d_p = d_p + momentum_t * new_buf if nesterov else new_buf
