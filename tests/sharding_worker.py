@@ -187,6 +187,12 @@ def check_clipping():
             worst = max(max_relative_difference(a, b) for a, b in zip(ours, reference))
             clipped = bool(np.asarray(reference[0][1][0].total_norm) > 1.0)
             found = collectives_in(hlo)
+            # The sides differ only in the order of the 258-term sum of squares (per-shard partial
+            # sums all-reduced vs one reduction): the clip coefficient moves by δ ≤ 257u ≈ 2.9e-14
+            # (typically √258·u ≈ 2e-15). Adam is invariant to a common gradient scale apart from
+            # eps, so a step moves by ≤ 2δ of itself, lr·O(1): over 12 steps ≤ 24·lr·δ ≈ 7e-15 of
+            # an O(1) leaf. (The zero-started bias is measured against its own 12 steps, where the
+            # worst case 2δ exceeds 1e-14; the typical order difference keeps it below.)
             emit(
                 "clip_float64_rounding",
                 name,

@@ -88,6 +88,7 @@ def test_eps_makes_clipped_norm_slightly_below_max_norm():
         tx = fo.clip_grad_norm(1e-6)
         clipped, _ = tx.update(grads, tx.init(grads))
         expected = 1e-6 / (5e-6 + 1e-6)
+        # Two exact squares, their sum, sqrt, the eps sum, the quotient and the product: ≤ 2 ulps each side.
         np.testing.assert_allclose(np.asarray(clipped["w"]), np.array([3e-6, 4e-6]) * expected, rtol=1e-15)
 
 
@@ -111,6 +112,7 @@ def test_mixed_dtypes_norm_promotes_like_torch_stack():
         norm = clipping.total_norm(jax.tree.map(jnp.asarray, grads))
         theirs = torch.nn.utils.get_total_norm([torch.from_numpy(g) for g in jax.tree.leaves(grads)])
         assert norm.dtype == jnp.float64 and theirs.dtype == torch.float64
+        # The squares and their sum (11) are exact in float64; only the correctly rounded sqrt rounds.
         np.testing.assert_allclose(np.asarray(norm), theirs.numpy(), rtol=1e-15)
 
 
@@ -232,6 +234,9 @@ def test_jit_does_not_recompile_and_matches_eager():
         params_j, state_j = jitted(params_j, state_j, grads)
         params_e, state_e = step(params_e, state_e, grads)
     assert len(traces) == 4
+    # Same float32 ops, fused differently; the results are products and positive sums (the zero
+    # bias stays exactly 0). The 47-term norm holds 1e-6 only while both reduce in orders within
+    # ~√n ulps of each other (worst case 46·eps32/2 = 2.7e-6; see the report of issue 14).
     for a, b in zip(jax.tree.leaves(params_j), jax.tree.leaves(params_e)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
 
@@ -255,6 +260,7 @@ def test_vmap_gives_per_example_clipping():
     batched, states = jax.vmap(lambda g: tx.update(g, state))(per_example)
     for index in range(4):
         single, single_state = tx.update({"w": per_example["w"][index]}, state)
+        # A 3-term positive sum, sqrt, quotient, product: ≤ 4 float32 roundings (2.4e-7) per side.
         np.testing.assert_allclose(batched["w"][index], single["w"], rtol=1e-6)
         np.testing.assert_allclose(states.total_norm[index], single_state.total_norm, rtol=1e-6)
 
@@ -265,6 +271,7 @@ def test_inject_hyperparams_with_static_norm_type():
     constant = fo.clip_grad_norm(0.5, 3.0)
     a, _ = jax.jit(injected.update)(grads, injected.init(grads))
     b, _ = constant.update(grads, constant.init(grads))
+    # As the jit test: same float32 ops on a 47-term positive sum of |g|³, then a cube root.
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6)
 
