@@ -24,7 +24,15 @@ Example::
     print(report)          # per-step table and verdict
     assert report.passed
 
-torch is imported when :func:`compare` runs, not when this module is imported.
+One engine runs every side-by-side trajectory: :func:`run` steps both sides with a
+``before_step`` hook (mid-run events applied to both) and an ``after_step`` hook that sees both
+sides after each step (:class:`StepView`: parameters, torch's ``optimizer.state`` and ours).
+:func:`compare` is :func:`run` with an error-measuring ``after_step``; :func:`torch_float32_drift`
+runs torch alone through it; the fuzzer (``parity/fuzz.py``) and the state-trajectory tests
+(``tests/state_trajectories.py``) use its hooks. Closure-based L-BFGS is the exception: torch's
+``step(closure)`` evaluates the loss many times per step, so ``parity/lbfgs_harness.py`` drives it.
+
+torch is imported when :func:`run` runs, not when this module is imported.
 """
 
 from __future__ import annotations
@@ -241,6 +249,217 @@ def _closeness(ours: np.ndarray, theirs: np.ndarray) -> float:
     return float(np.max(np.abs(ours64 - theirs64) / allowed))
 
 
+@dataclasses.dataclass(frozen=True)
+class StepView:
+    """Both sides of :func:`run` right after one step, as live objects.
+
+    Attributes:
+      step: the 0-based step just taken.
+      optimizer: the torch optimizer.
+      tensors: torch's parameter tensors, in the order of ``jax.tree.leaves(params)``.
+      params: our parameter pytree (``None`` when only torch runs).
+      state: our optimizer state (``None`` when only torch runs).
+      loss: ``(torch, ours)`` losses of the step when a :class:`LossPair` drives the run.
+    """
+
+    step: int
+    optimizer: Any
+    tensors: list
+    params: Any
+    state: Any
+    loss: tuple[float, float] | None = None
+
+    def torch_leaves(self) -> list[np.ndarray]:
+        """Torch's parameters as NumPy copies."""
+        return [t.detach().numpy().copy() for t in self.tensors]
+
+    def jax_leaves(self) -> list[np.ndarray]:
+        """Our parameter leaves as NumPy arrays (empty when only torch runs)."""
+        return [np.asarray(leaf) for leaf in jax.tree.leaves(self.params)]
+
+    def torch_state(self) -> list[dict[str, Any]]:
+        """Per parameter tensor, torch's ``optimizer.state[tensor]`` with tensors as NumPy copies."""
+        return [{key: _to_numpy(value) for key, value in self.optimizer.state[t].items()} for t in self.tensors]
+
+    def jax_state(self) -> Any:
+        """Our state with every array leaf as a NumPy array."""
+        return jax.tree.map(np.asarray, self.state)
+
+
+AfterStep = Callable[[StepView], None]
+"""``after_step(view)``: called after every step of :func:`run` with both sides (see :class:`StepView`)
+to measure or record them."""
+
+
+def _to_numpy(value: Any) -> Any:
+    if hasattr(value, "detach"):
+        return value.detach().numpy().copy()
+    if isinstance(value, list):
+        return [_to_numpy(item) for item in value]
+    return value
+
+
+def _check_run(dtype: str, steps: int) -> None:
+    if dtype not in ("float64", "float32"):
+        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+    if steps < 1:
+        raise ValueError(f"steps must be positive, got {steps}")
+
+
+def run(
+    torch_optimizer: Callable[[list], Any],
+    transform: optax.GradientTransformation | None,
+    params: Any,
+    gradient: GradientFn | LossPair | None = None,
+    *,
+    steps: int = 50,
+    dtype: str = "float64",
+    torch_scheduler: Callable[[Any], Any] | None = None,
+    metric: Callable[[int, Sequence[np.ndarray]], float] | None = None,
+    before_step: BeforeStep | None = None,
+    after_step: AfterStep | None = None,
+) -> StepView:
+    """The trajectory engine: step torch and ``transform`` side by side, with event hooks.
+
+    Both sides start from ``params`` cast to ``dtype``. Each step: ``before_step`` (a mid-run
+    event), then each side's gradient from its *own* current parameters (or from its own
+    autodiff of a :class:`LossPair`), torch's ``optimizer.step()`` and scheduler step, our jitted
+    update, then ``after_step`` with both sides. :func:`compare` measures the errors with it;
+    recording helpers (state trajectories, torch's own float32 drift) are ``after_step``
+    observers.
+
+    Args:
+      torch_optimizer, params, gradient, steps, dtype, torch_scheduler, metric, before_step: as
+        for :func:`compare`.
+      transform: our transform, or ``None`` to run torch alone.
+      after_step: called after every step with a :class:`StepView`.
+
+    Returns:
+      The :class:`StepView` after the last step.
+    """
+    _check_run(dtype, steps)
+    with jax.enable_x64(dtype == "float64"):
+        return _run(
+            torch_optimizer,
+            transform,
+            params,
+            gradient,
+            steps,
+            dtype,
+            torch_scheduler,
+            metric,
+            before_step,
+            after_step,
+        )
+
+
+def _run(
+    torch_optimizer,
+    transform,
+    params,
+    gradient,
+    steps,
+    dtype,
+    torch_scheduler,
+    metric,
+    before_step,
+    after_step,
+) -> StepView:
+    import torch
+
+    np_dtype = np.dtype(dtype)
+    leaves, treedef = jax.tree.flatten(params)
+    leaves = [np.asarray(leaf, dtype=np_dtype) for leaf in leaves]
+    if gradient is None:
+        gradient = quadratic_gradients(leaves)
+
+    tensors = [torch.tensor(leaf, requires_grad=True) for leaf in leaves]
+    optimizer = torch_optimizer(tensors)
+    scheduler = torch_scheduler(optimizer) if torch_scheduler is not None else None
+
+    ours = transform is not None
+    use_losses = isinstance(gradient, LossPair)
+    jax_params = state = None
+    if ours:
+        tx = optax.with_extra_args_support(transform)
+        jax_params = jax.tree.unflatten(treedef, [jnp.asarray(leaf) for leaf in leaves])
+        state = tx.init(jax_params)
+        if use_losses:
+            jax_value_and_grad = jax.jit(jax.value_and_grad(gradient.jax_loss, argnums=1))
+
+        @jax.jit
+        def jax_step(params, state, grads, extra):
+            updates, state = tx.update(grads, state, params, **extra)
+            return optax.apply_updates(params, updates), state
+
+    view = StepView(-1, optimizer, tensors, jax_params, state)
+    for step in range(steps):
+        if before_step is not None:
+            state = before_step(step, optimizer, state)
+        torch_leaves = [t.detach().numpy().copy() for t in tensors]
+        ours_leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(jax_params)]
+        optimizer.zero_grad()
+        loss = None
+        if use_losses:
+            torch_loss = gradient.torch_loss(step, tensors)
+            torch_loss.backward()
+            if ours:
+                ours_loss, grads = jax_value_and_grad(step, jax_params)
+                loss = (float(torch_loss.detach()), float(ours_loss))
+        else:
+            for tensor, grad in zip(tensors, gradient(step, torch_leaves)):
+                tensor.grad = torch.from_numpy(np.array(grad, copy=True))
+            if ours:
+                grads = jax.tree.unflatten(treedef, [jnp.asarray(g) for g in gradient(step, ours_leaves)])
+        extra = {}
+        torch_metric = None
+        if metric is not None:
+            torch_metric = metric(step, torch_leaves)
+            if ours:
+                extra = {"value": jnp.asarray(metric(step, ours_leaves), dtype=np_dtype)}
+        optimizer.step()
+        if scheduler is not None:
+            if torch_metric is not None:
+                scheduler.step(torch_metric)
+            else:
+                scheduler.step()
+        if ours:
+            jax_params, state = jax_step(jax_params, state, grads, extra)
+        view = StepView(step, optimizer, tensors, jax_params, state, loss)
+        if after_step is not None:
+            after_step(view)
+    return view
+
+
+@dataclasses.dataclass
+class _Errors:
+    """An :data:`AfterStep` observer: per step, the float64 and float32 contract measures of the
+    parameters (and of the state given by ``state_pairs``), and the losses."""
+
+    state_pairs: StatePairs | None
+    error_scale: str
+    relative_errors: list[float] = dataclasses.field(default_factory=list)
+    closeness: list[float] = dataclasses.field(default_factory=list)
+    losses: list[tuple[float, float]] = dataclasses.field(default_factory=list)
+    largest: list[float] = dataclasses.field(default_factory=list)
+
+    def __call__(self, view: StepView) -> None:
+        pairs = list(zip(view.jax_leaves(), [t.detach().numpy() for t in view.tensors]))
+        if self.state_pairs is not None:
+            pairs += self.state_pairs(view.optimizer, view.state)
+        scales: list[float | None] = [None] * len(pairs)
+        if self.error_scale == "running":
+            self.largest.extend([0.0] * (len(pairs) - len(self.largest)))
+            for index, (_, t) in enumerate(pairs):
+                finite = np.abs(t[np.isfinite(t)])
+                self.largest[index] = max(self.largest[index], float(np.max(finite, initial=0.0)))
+            scales = list(self.largest[: len(pairs)])
+        self.relative_errors.append(max((_relative_error(o, t, s) for (o, t), s in zip(pairs, scales)), default=0.0))
+        self.closeness.append(max((_closeness(o, t) for o, t in pairs), default=0.0))
+        if view.loss is not None:
+            self.losses.append(view.loss)
+
+
 def compare(
     torch_optimizer: Callable[[list], Any],
     transform: optax.GradientTransformation,
@@ -285,120 +504,30 @@ def compare(
     Returns:
       A :class:`ParityReport`.
     """
-    if dtype not in ("float64", "float32"):
-        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
-    if steps < 1:
-        raise ValueError(f"steps must be positive, got {steps}")
+    _check_run(dtype, steps)
     if error_scale not in ("current", "running"):
         raise ValueError(f"error_scale must be 'current' or 'running', got {error_scale!r}")
-    with jax.enable_x64(dtype == "float64"):
-        return _run(
-            torch_optimizer,
-            transform,
-            params,
-            gradient,
-            steps,
-            dtype,
-            torch_scheduler,
-            metric,
-            before_step,
-            state_pairs,
-            error_scale,
-            name,
-        )
-
-
-def _run(
-    torch_optimizer,
-    transform,
-    params,
-    gradient,
-    steps,
-    dtype,
-    torch_scheduler,
-    metric,
-    before_step,
-    state_pairs,
-    error_scale,
-    name,
-):
-    import torch
-
-    np_dtype = np.dtype(dtype)
-    leaves, treedef = jax.tree.flatten(params)
-    leaves = [np.asarray(leaf, dtype=np_dtype) for leaf in leaves]
-    if gradient is None:
-        gradient = quadratic_gradients(leaves)
-
-    tensors = [torch.tensor(leaf, requires_grad=True) for leaf in leaves]
-    optimizer = torch_optimizer(tensors)
-    scheduler = torch_scheduler(optimizer) if torch_scheduler is not None else None
-
-    tx = optax.with_extra_args_support(transform)
-    jax_params = jax.tree.unflatten(treedef, [jnp.asarray(leaf) for leaf in leaves])
-    state = tx.init(jax_params)
-    use_losses = isinstance(gradient, LossPair)
-    if use_losses:
-        jax_value_and_grad = jax.jit(jax.value_and_grad(gradient.jax_loss, argnums=1))
-
-    @jax.jit
-    def jax_step(params, state, grads, extra):
-        updates, state = tx.update(grads, state, params, **extra)
-        return optax.apply_updates(params, updates), state
-
-    relative_errors, closeness, losses = [], [], []
-    largest: list[float] = []
-    for step in range(steps):
-        if before_step is not None:
-            state = before_step(step, optimizer, state)
-        torch_leaves = [t.detach().numpy().copy() for t in tensors]
-        ours_leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(jax_params)]
-        optimizer.zero_grad()
-        if use_losses:
-            torch_loss = gradient.torch_loss(step, tensors)
-            torch_loss.backward()
-            ours_loss, grads = jax_value_and_grad(step, jax_params)
-            losses.append((float(torch_loss.detach()), float(ours_loss)))
-        else:
-            for tensor, grad in zip(tensors, gradient(step, torch_leaves)):
-                tensor.grad = torch.from_numpy(np.array(grad, copy=True))
-            grads = jax.tree.unflatten(treedef, [jnp.asarray(g) for g in gradient(step, ours_leaves)])
-        extra = {}
-        metric_values = None
-        if metric is not None:
-            metric_values = (metric(step, torch_leaves), metric(step, ours_leaves))
-            extra = {"value": jnp.asarray(metric_values[1], dtype=np_dtype)}
-        optimizer.step()
-        if scheduler is not None:
-            if metric_values is not None:
-                scheduler.step(metric_values[0])
-            else:
-                scheduler.step()
-        jax_params, state = jax_step(jax_params, state, grads, extra)
-
-        pairs = list(
-            zip([np.asarray(leaf) for leaf in jax.tree.leaves(jax_params)], [t.detach().numpy() for t in tensors])
-        )
-        if state_pairs is not None:
-            pairs += state_pairs(optimizer, state)
-        scales: list[float | None] = [None] * len(pairs)
-        if error_scale == "running":
-            largest.extend([0.0] * (len(pairs) - len(largest)))
-            for index, (_, t) in enumerate(pairs):
-                finite = np.abs(t[np.isfinite(t)])
-                largest[index] = max(largest[index], float(np.max(finite, initial=0.0)))
-            scales = list(largest[: len(pairs)])
-        relative_errors.append(max((_relative_error(o, t, s) for (o, t), s in zip(pairs, scales)), default=0.0))
-        closeness.append(max((_closeness(o, t) for o, t in pairs), default=0.0))
-
+    errors = _Errors(state_pairs, error_scale)
+    final = run(
+        torch_optimizer,
+        transform,
+        params,
+        gradient,
+        steps=steps,
+        dtype=dtype,
+        torch_scheduler=torch_scheduler,
+        metric=metric,
+        before_step=before_step,
+        after_step=errors,
+    )
     return ParityReport(
         name=name,
         dtype=dtype,
-        relative_errors=np.asarray(relative_errors),
-        closeness=np.asarray(closeness),
-        losses=np.asarray(losses) if use_losses else None,
-        torch_params=[t.detach().numpy().copy() for t in tensors],
-        jax_params=[np.asarray(leaf) for leaf in jax.tree.leaves(jax_params)],
+        relative_errors=np.asarray(errors.relative_errors),
+        closeness=np.asarray(errors.closeness),
+        losses=np.asarray(errors.losses) if isinstance(gradient, LossPair) else None,
+        torch_params=final.torch_leaves(),
+        jax_params=final.jax_leaves(),
     )
 
 
@@ -449,33 +578,33 @@ def torch_float32_drift(
     """How far torch's own float32 run drifts from its float64 run, per step.
 
     Returns the per-step ``assert_close`` ratio (see :class:`ParityReport.closeness`) of torch in
-    float32 against torch in float64 on the same gradient stream. A ratio near or above 1 means
-    the configuration is ill-conditioned in float32: no implementation can track torch's float32
-    trajectory within ``assert_close`` there, and only the float64 check is meaningful.
+    float32 against torch in float64 on the same gradient stream (torch alone through :func:`run`, twice).
+    A ratio near or above 1 means the configuration is ill-conditioned in float32: no
+    implementation can track torch's float32 trajectory within ``assert_close`` there, and only
+    the float64 check is meaningful.
     """
-    import torch
-
     leaves64 = [np.asarray(leaf, dtype=np.float64) for leaf in jax.tree.leaves(params)]
     if gradient is None:
         gradient = quadratic_gradients(leaves64)
-    runs = {}
-    for dtype in (np.float64, np.float32):
-        tensors = [torch.tensor(leaf.astype(dtype), requires_grad=True) for leaf in leaves64]
-        optimizer = torch_optimizer(tensors)
-        scheduler = torch_scheduler(optimizer) if torch_scheduler is not None else None
-        trajectory = []
-        for step in range(steps):
-            current = [t.detach().numpy().copy() for t in tensors]
-            for tensor, grad in zip(tensors, gradient(step, current)):
-                tensor.grad = torch.from_numpy(np.array(grad, copy=True))
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            trajectory.append([t.detach().numpy().copy() for t in tensors])
-        runs[dtype] = trajectory
+    runs: dict[str, list[list[np.ndarray]]] = {"float64": [], "float32": []}
+    for dtype, trajectory in runs.items():
+
+        def record(view: StepView, trajectory: list[list[np.ndarray]] = trajectory) -> None:
+            trajectory.append(view.torch_leaves())
+
+        run(
+            torch_optimizer,
+            None,
+            leaves64,
+            gradient,
+            steps=steps,
+            dtype=dtype,
+            torch_scheduler=torch_scheduler,
+            after_step=record,
+        )
     return np.asarray(
         [
             max(_closeness(low, high) for low, high in zip(step32, step64))
-            for step32, step64 in zip(runs[np.float32], runs[np.float64])
+            for step32, step64 in zip(runs["float32"], runs["float64"])
         ]
     )

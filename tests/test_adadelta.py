@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from state_trajectories import run_both
+from state_trajectories import assert_close_to_torch, run_both
 
 import functional_optreg as fo
 
@@ -38,13 +38,13 @@ def test_rho_bounds_are_accepted_like_torch(rho):
 
 @pytest.mark.parametrize("kwargs", [dict(), dict(lr=0.5, rho=0.5, eps=1e-2), dict(weight_decay=0.2, maximize=True)])
 def test_state_matches_torch_key_by_key(kwargs):
-    ours, theirs, params, tensors = run_both(torch.optim.Adadelta, fo.adadelta, kwargs)
+    ours, theirs, params, torch_params = run_both(torch.optim.Adadelta, fo.adadelta, kwargs)
     for name, torch_state in theirs.items():
         assert set(ours) == set(torch_state)
         for key in ("square_avg", "acc_delta"):
-            np.testing.assert_allclose(ours[key][name], torch_state[key].numpy(), rtol=1e-13)
+            assert_close_to_torch(ours[key][name], torch_state[key], f"{key} of {name}")
         assert int(ours["step"]) == int(torch_state["step"])
-        np.testing.assert_allclose(params[name], tensors[name].detach().numpy(), rtol=1e-13)
+        assert_close_to_torch(params[name], torch_params[name], name)
 
 
 def test_eps_is_inside_both_square_roots():

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 import torch
-from state_trajectories import run_both
+from state_trajectories import assert_close_to_torch, run_both
 
 import functional_optreg as fo
 
@@ -53,12 +53,12 @@ def test_sum_starts_at_initial_accumulator_value():
     ],
 )
 def test_state_matches_torch_key_by_key(kwargs):
-    ours, theirs, params, tensors = run_both(torch.optim.Adagrad, fo.adagrad, kwargs)
+    ours, theirs, params, torch_params = run_both(torch.optim.Adagrad, fo.adagrad, kwargs)
     for name, torch_state in theirs.items():
         assert set(ours) == set(torch_state)
-        np.testing.assert_allclose(ours["sum"][name], torch_state["sum"].numpy(), rtol=1e-13)
+        assert_close_to_torch(ours["sum"][name], torch_state["sum"], f"sum of {name}")
         assert int(ours["step"]) == int(torch_state["step"])
-        np.testing.assert_allclose(params[name], tensors[name].detach().numpy(), rtol=1e-13)
+        assert_close_to_torch(params[name], torch_params[name], name)
 
 
 def test_lr_decay_divides_by_one_plus_previous_steps():

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from state_trajectories import run_both
+from state_trajectories import assert_close_to_torch, run_both
 
 import functional_optreg as fo
 
@@ -35,13 +35,13 @@ def test_validation_messages_match_torch(kwargs, message):
     [dict(), dict(lr=0.05, betas=(0.3, 0.5), eps=0.5), dict(weight_decay=0.2, maximize=True)],
 )
 def test_state_matches_torch_key_by_key(kwargs):
-    ours, theirs, params, tensors = run_both(torch.optim.Adamax, fo.adamax, kwargs)
+    ours, theirs, params, torch_params = run_both(torch.optim.Adamax, fo.adamax, kwargs)
     for name, torch_state in theirs.items():
         assert set(ours) == set(torch_state)
         for key in ("exp_avg", "exp_inf"):
-            np.testing.assert_allclose(ours[key][name], torch_state[key].numpy(), rtol=1e-13)
+            assert_close_to_torch(ours[key][name], torch_state[key], f"{key} of {name}")
         assert int(ours["step"]) == int(torch_state["step"])
-        np.testing.assert_allclose(params[name], tensors[name].detach().numpy(), rtol=1e-13)
+        assert_close_to_torch(params[name], torch_params[name], name)
 
 
 def test_eps_enters_the_maximum_and_decays_with_beta2():

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 import torch
-from state_trajectories import run_both
+from state_trajectories import assert_close_to_torch, run_both
 
 import functional_optreg as fo
 
@@ -59,14 +59,14 @@ def test_alpha_above_one_is_accepted_like_torch():
     ],
 )
 def test_state_matches_torch_key_by_key(kwargs):
-    ours, theirs, params, tensors = run_both(torch.optim.RMSprop, fo.rmsprop, kwargs, steps=4)
+    ours, theirs, params, torch_params = run_both(torch.optim.RMSprop, fo.rmsprop, kwargs, steps=4)
     for name, torch_state in theirs.items():
         kept = {key for key, value in ours.items() if value is not None}
         assert kept == set(torch_state)
         for key in kept - {"step"}:
-            np.testing.assert_allclose(ours[key][name], torch_state[key].numpy(), rtol=1e-13)
+            assert_close_to_torch(ours[key][name], torch_state[key], f"{key} of {name}")
         assert int(ours["step"]) == int(torch_state["step"])
-        np.testing.assert_allclose(params[name], tensors[name].detach().numpy(), rtol=1e-13)
+        assert_close_to_torch(params[name], torch_params[name], name)
 
 
 def test_optional_buffers_are_none_like_torch():
