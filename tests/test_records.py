@@ -9,7 +9,9 @@ checked against torch itself, in float64, on a loss whose gradient depends on th
 * ``step``: how torch stores the count (``"tensor"``, ``"int"``, none);
 * ``lr_scales_step``: after two steps, the same optimizer with its lr doubled takes a step
   exactly twice as long (to rounding) when the record says so, and a step that is not when it
-  says not.
+  says not;
+
+and each record has parity cases (:func:`parity.catalog.uncovered_optimizers`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pytest
 import torch
 
 from functional_optreg.optimizers._records import RECORDS
+from parity.catalog import all_cases, uncovered_optimizers
 
 RICHEST = {
     "SGD": dict(momentum=0.9, weight_decay=0.1),
@@ -129,3 +132,10 @@ def test_lr_scales_the_step_as_recorded(record):
     assert max(float(t.detach().abs().max()) for t in tensors) <= 3.0
     proportional = np.max(np.abs(double - 2.0 * single)) <= 1e-14
     assert proportional == record.lr_scales_step
+
+
+def test_every_optimizer_has_parity_cases():
+    cases = all_cases()
+    assert uncovered_optimizers(cases) == []
+    without_adam = [case for case in cases if case.family != "adam"]
+    assert uncovered_optimizers(without_adam) == ["adam"]
