@@ -116,7 +116,7 @@ def adam(
             if use_weight_decay:
                 if decoupled_weight_decay and float32_lr:
                     # torch: param.mul_(1 - lr * weight_decay), the factor a float32 tensor.
-                    decay = ((1 - lr_t * weight_decay).astype(p.dtype) - 1) * p
+                    decay = ((1 - lr_t * _scalars.as_float32_if(weight_decay, float32_lr)).astype(p.dtype) - 1) * p
                 elif decoupled_weight_decay:
                     decay = -(lr_t * weight_decay) * p
                 else:

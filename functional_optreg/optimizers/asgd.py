@@ -134,7 +134,7 @@ def asgd(
         if float32_lr:
             # torch: lr / ((1 + lambd * lr * step) ** alpha) in float32 tensor arithmetic; its
             # float32 pow is correctly rounded, as the double-precision pow rounded to float32.
-            base = 1.0 + lambd * lr_t * t.astype(jnp.float32)
+            base = 1.0 + _scalars.as_float32_if(lambd, float32_lr) * lr_t * t.astype(jnp.float32)
             eta = lr_t / jnp.power(base.astype(jnp.result_type(float)), alpha).astype(jnp.float32)
         else:
             eta = lr_t / jnp.power(1.0 + lambd * lr_t * t, alpha)

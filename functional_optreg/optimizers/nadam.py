@@ -145,7 +145,7 @@ def nadam(
             new_p = p
             if use_weight_decay:
                 if decoupled_weight_decay:
-                    new_p = p * (1 - lr_t * weight_decay)
+                    new_p = p * (1 - lr_t * _scalars.as_float32_if(weight_decay, float32_lr))
                 else:
                     g = g + weight_decay * p
             exp_avg = _scalars.lerp(exp_avg, g, 1 - beta1_t)

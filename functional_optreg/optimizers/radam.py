@@ -161,7 +161,7 @@ def radam(
             decayed = None
             if use_weight_decay:
                 if decoupled_weight_decay:
-                    decayed = p * (1 - lr_t * weight_decay)
+                    decayed = p * (1 - lr_t * _scalars.as_float32_if(weight_decay, _scalars.is_float32_tensor_lr(lr)))
                 else:
                     g = g + weight_decay * p
             exp_avg = _scalars.lerp(exp_avg, g, 1 - beta1_t)

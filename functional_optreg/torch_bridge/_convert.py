@@ -10,6 +10,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from functional_optreg.optimizers._records import RECORDS
@@ -43,19 +44,24 @@ def _param_names(optimizer: Any, module: Any) -> list[str | None]:
 
 
 def _group_spec(group: Mapping[str, Any], first_id: int) -> GroupSpec:
+    """The group's entries as Python values, but a float32 tensor (``lr=torch.tensor(0.01)``, torch's
+    default dtype) as a ``numpy.float32``: torch then does the arithmetic combining it with Python
+    floats in float32, and our optimizers do the same given a float32 scalar."""
     torch = _torch.torch_module()
     hyperparams = {}
-    tensor_keys = set()
+    tensor_dtypes = {}
     for key, value in group.items():
         if key in ("params", "param_names"):
             continue
-        if isinstance(value, torch.Tensor):
-            tensor_keys.add(key)
         hyperparams[key] = _torch.to_python(value)
+        if isinstance(value, torch.Tensor):
+            tensor_dtypes[key] = str(value.dtype).removeprefix("torch.")
+            if value.dtype == torch.float32:
+                hyperparams[key] = np.float32(hyperparams[key])
     names = group.get("param_names")
     return GroupSpec(
         hyperparams=types.MappingProxyType(hyperparams),
-        tensor_keys=frozenset(tensor_keys),
+        tensor_dtypes=types.MappingProxyType(tensor_dtypes),
         param_ids=tuple(range(first_id, first_id + len(group["params"]))),
         param_names=None if names is None else tuple(names),
     )
@@ -313,7 +319,6 @@ def to_torch_state_dict(transform: Any, state: Any) -> dict[str, Any]:
         return _lbfgs.to_torch_state_dict(spec, state)
     group_states, injected, optimizer_states = _optimizer_states(spec, state)
     structures = _structures(spec, spec.layout.unflatten(list(range(len(spec.layout.leaf_of)))))
-    torch = _torch.torch_module()
     per_param: dict[int, dict[str, Any]] = {}
     param_groups = []
     for g, group in enumerate(spec.groups):
@@ -323,7 +328,7 @@ def to_torch_state_dict(transform: Any, state: Any) -> dict[str, Any]:
         hyperparams.update(_injection.written_back(group.hyperparams, injected[g].hyperparams))
         elapsed = spec.scheduler.epochs_since(spec.start_steps[g], int(optimizer_states[g].step))
         hyperparams.update(spec.scheduler.current(g, elapsed, hyperparams, group_states[g]))
-        packed = {key: torch.tensor(value) if key in group.tensor_keys else value for key, value in hyperparams.items()}
+        packed = group.torch_entries(hyperparams)
         packed["params"] = list(group.param_ids)
         if group.param_names is not None:
             packed["param_names"] = list(group.param_names)

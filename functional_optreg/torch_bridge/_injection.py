@@ -69,7 +69,7 @@ def inject(
             packed.append(name)
             values[name] = np.asarray(value, dtype=np.float64)
         else:
-            values[name] = float(value)
+            values[name] = value if isinstance(value, np.float32) else float(value)
     build = _unpacking(factory, frozenset(packed))
     return optax.inject_hyperparams(build, static_args=tuple(static))(**values)
 

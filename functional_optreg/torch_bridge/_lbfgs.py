@@ -127,8 +127,7 @@ def to_torch_state_dict(spec: TorchOptimizerSpec, state: Any) -> dict:
     hyperparams = dict(group.hyperparams)
     elapsed = spec.scheduler.epochs_since(spec.start_steps[0], int(state.step))
     hyperparams.update(spec.scheduler.current(0, elapsed, hyperparams, state))
-    torch = _torch.torch_module()
-    packed = {key: torch.tensor(value) if key in group.tensor_keys else value for key, value in hyperparams.items()}
+    packed = group.torch_entries(hyperparams)
     packed["params"] = list(group.param_ids)
     if group.param_names is not None:
         packed["param_names"] = list(group.param_names)

@@ -17,6 +17,7 @@ from typing import Any
 import optax
 
 from functional_optreg.optimizers.lbfgs import LBFGSSolver
+from functional_optreg.torch_bridge import _torch
 from functional_optreg.torch_bridge._layout import Layout
 
 
@@ -27,16 +28,29 @@ class GroupSpec:
     Attributes:
       hyperparams: the group's entries other than ``params`` / ``param_names``, as Python values
         (torch's defaults included), at the time of conversion.
-      tensor_keys: the entries that torch held as tensors (e.g. ``lr=torch.tensor(0.01)``); they
-        are written back as tensors.
+      tensor_dtypes: the entries that torch held as tensors (e.g. ``lr=torch.tensor(0.01)``), with
+        the tensor's dtype name (``"float32"``); they are written back as tensors of that dtype. A
+        float32 one is in ``hyperparams`` as a ``numpy.float32``, so that our optimizer does the
+        float32 arithmetic torch does with it.
       param_ids: the torch ids (state-dict indices) of the group's parameters.
       param_names: the group's ``param_names`` when the optimizer was built from named parameters.
     """
 
     hyperparams: Mapping[str, Any]
-    tensor_keys: frozenset
+    tensor_dtypes: Mapping[str, str]
     param_ids: tuple[int, ...]
     param_names: tuple[str, ...] | None
+
+    def torch_entries(self, hyperparams: Mapping[str, Any]) -> dict[str, Any]:
+        """``hyperparams`` as torch's param group holds them: tensors where torch had tensors, in
+        their dtype."""
+        torch = _torch.torch_module()
+        return {
+            key: torch.tensor(value, dtype=getattr(torch, self.tensor_dtypes[key]))
+            if key in self.tensor_dtypes
+            else value
+            for key, value in hyperparams.items()
+        }
 
 
 @dataclasses.dataclass(frozen=True)
