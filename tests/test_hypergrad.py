@@ -19,13 +19,10 @@ from bounds import leaf_errors
 import functional_optreg as fo
 from functional_optreg import verify
 
-FD_RTOL = 1e-6
-"""Hypergradient vs finite differences, float64; measured agreement 2.4e-8 or better."""
+NOISE_SAMPLES = 8
+"""Pairs of evaluations ``f(x ± jη·v)`` (j = 1 … 8) that measure the rounding noise
+of the unrolled loss here and now; see :func:`derivative_bounds`."""
 
-FLOAT32_STATE_RTOL = 1e-3
-"""For derivatives that flow through state torch keeps in float32 (ASGD's eta, NAdam's
-mu_product): the function itself is rounded to float32 there, so the difference quotient needs
-a large step (3e-2) and is noisy; measured agreement 1e-6 to 1e-4."""
 
 # --- the problem: a small tanh MLP, softmax cross-entropy, minibatches, a validation set ---------
 
@@ -93,32 +90,52 @@ def initial_params(data=None):
 # --- finite differences ----------------------------------------------------------------------
 
 
-def five_point_directional(fn, point, directions, steps):
+def five_point_directional(fn, point, directions, steps, spacings):
     """Directional derivatives of ``fn`` at ``point`` along each pytree in ``directions``.
 
     ``(−f(x+2hv) + 8f(x+hv) − 8f(x−hv) + f(x−2hv)) / 12h`` with ``h = steps[i]`` for direction
-    ``i``; every evaluation runs in one ``vmap``, so ``fn`` is compiled once.
+    ``i``, at h and at 2h, and the noise samples ``f(x + jηv) − f(x − jηv)`` (η = spacings[i],
+    j = 1 … NOISE_SAMPLES) with their offsets jη; every evaluation runs in one ``vmap``, so
+    ``fn`` is compiled once. Returns ``(fd_h, fd_2h, noise_differences, noise_offsets)``.
     """
     steps = jnp.asarray(steps)
     stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *directions)
-    offsets = steps[:, None] * jnp.array([-2.0, -1.0, 1.0, 2.0])
+    stencil = jnp.array([-2.0, -1.0, 1.0, 2.0])
+    near = jnp.asarray(spacings)[:, None] * jnp.arange(1.0, NOISE_SAMPLES + 1)
+    offsets = jnp.concatenate([steps[:, None] * stencil, 2 * steps[:, None] * stencil, near, -near], axis=1)
 
     def along(direction, offset):
         return fn(jax.tree.map(lambda x, v: x + offset * v, point, direction))
 
     values = jax.jit(jax.vmap(jax.vmap(along, in_axes=(None, 0))))(stacked, offsets)
-    return values @ jnp.array([1.0, -8.0, 8.0, -1.0]) / (12.0 * steps)
+    weights = jnp.array([1.0, -8.0, 8.0, -1.0]) / 12.0
+    fd_h = values[:, :4] @ weights / steps
+    fd_2h = values[:, 4:8] @ weights / (2 * steps)
+    noise = values[:, 8 : 8 + NOISE_SAMPLES] - values[:, 8 + NOISE_SAMPLES :]
+    return fd_h, fd_2h, noise, offsets[:, 8 : 8 + NOISE_SAMPLES]
 
 
-def relative_errors(fn, point, directions, steps):
-    """|AD − FD| / |FD| and the AD value for each direction (scale directions so that the
-    steps are relative)."""
+def derivative_bounds(fn, point, directions, steps, spacings):
+    """``(|AD − FD|, allowed, AD)`` per direction (scale directions so that the steps are relative).
+
+    The five-point difference errs by truncation T(h) = O(h⁴) and by the rounding noise δ of its
+    four evaluations, ≤ (1 + 8 + 8 + 1)·δ/12h = 1.5δ/h. Richardson: FD(2h) − FD(h) ≈ 15·T(h), so
+    T(h) ≤ |FD(2h) − FD(h)|/15 (which the noise only enlarges). δ is measured on this machine: a
+    pair f(x + jηv) − f(x − jηv) − 2jη·FD(h) is two noise values apart, plus the next odd Taylor
+    term (jη)³·f⁽³⁾/3 and 2jη times FD's own error, which only enlarge the estimate; half the
+    largest of 8 pairs is the noise amplitude, and twice that covers the stencil's four draws of
+    the same bounded noise. The samples are taken at η = h/10, the stencil's own scale, where its
+    noise is drawn (for the float32-limited directions, h = 3e-2, across many float32 roundings of
+    the state, so they see that noise; there the cubic term dominates, a looser but valid bound).
+    AD is not used in the allowance, so a wrong AD derivative cannot widen it."""
     gradient = jax.jit(jax.grad(fn))(point)
     ad = jnp.stack(
         [sum(jnp.vdot(g, v) for g, v in zip(jax.tree.leaves(gradient), jax.tree.leaves(d))) for d in directions]
     )
-    fd = five_point_directional(fn, point, directions, steps)
-    return np.asarray(jnp.abs(ad - fd) / jnp.abs(fd)), np.asarray(ad)
+    fd_h, fd_2h, noise, offsets = five_point_directional(fn, point, directions, steps, spacings)
+    amplitude = jnp.max(jnp.abs(noise - 2 * offsets * fd_h[:, None]), axis=1) / 2
+    allowed = 2 * 1.5 * amplitude / jnp.asarray(steps) + jnp.abs(fd_2h - fd_h) / 15
+    return np.asarray(jnp.abs(ad - fd_h)), np.asarray(allowed), np.asarray(ad)
 
 
 def unit_directions(hyperparams, params, names, seed=3):
@@ -355,7 +372,7 @@ CASES = {
 
 
 def hypergradient_errors(name):
-    """(names, relative errors AD vs FD, AD values, float32-limited mask) for one case."""
+    """(names, |AD − FD|, allowed, AD values) for one case."""
     make_tx, float32_limited, hyper, steps = CASES[name]
     with jax.enable_x64(True):
         config = mlp_config(make_tx, steps)
@@ -366,20 +383,20 @@ def hypergradient_errors(name):
             return fo.unrolled_loss(*point, **config)
 
         directions = unit_directions(hyperparams, params, list(hyper))
-        # A large step for the float32-limited ones: their rounding noise is ~1e-7 relative.
+        # A large step for the float32-limited ones (state torch keeps in float32: ASGD's eta,
+        # NAdam's mu_product): the function is rounded to float32 there, noise ~1e-7 relative.
         limited = np.array([name in float32_limited for name in hyper] + [False])
         steps = np.where(limited, 3e-2, 1e-5)
-        errors, ad = relative_errors(fn, (hyperparams, params), directions, steps)
-    return [*hyper, "params"], errors, ad, limited
+        errors, allowed, ad = derivative_bounds(fn, (hyperparams, params), directions, steps, steps / 10)
+    return [*hyper, "params"], errors, allowed, ad
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_hypergradients_match_finite_differences(name):
     """Every float hyperparameter, traced, and a direction in θ₀; float64, K from 5 to 20."""
-    names, errors, ad, limited = hypergradient_errors(name)
+    names, errors, allowed, ad = hypergradient_errors(name)
     assert np.all(np.abs(ad) > 1e-6), dict(zip(names, ad))  # informative, not ~0
-    assert np.all(errors[~limited] < FD_RTOL), dict(zip(names, errors))
-    assert np.all(errors[limited] < FLOAT32_STATE_RTOL), dict(zip(names, errors))
+    assert np.all(errors <= allowed), {n: (e, a, d) for n, e, a, d in zip(names, errors, allowed, ad)}
 
 
 def test_asgd_t0_only_moves_the_average():
