@@ -217,18 +217,10 @@ OPEN_FINDINGS = {
         "seed=1302366663, bridge=True) raises KeyError: fo.from_torch of an SGD built with momentum=0 "
         "makes momentum unsettable, where torch's param_groups[0]['momentum'] = 0.6 turns it on",
     ),
-    "traced_zero_weight_decay": (
-        "Config('radam', {}, 0.006103961388685274, 'float', ((5,),), specials=((3, 0, 2, '-inf'),), "
-        "events=((1, 'set', 'lr', 0.005),), steps=8, seed=2085231282) fails at step 5 (NaN where torch "
-        "has -inf): with inject_hyperparams under jit a weight_decay of 0 is traced, so g + 0 * p is "
-        "NaN for a parameter at -inf, where torch skips the add. Fixed for SGD, Adamax, Adagrad, "
-        "Adadelta, RMSprop (_common.add_weight_decay); RAdam, Adam, NAdam and ASGD need the same "
-        "one-line change (their modules have another engineer's uncommitted edits)",
-    ),
 }
 """Bugs the fuzzer found in code it does not own (functional_optreg/torch_bridge), handed to its
 owner with the reproducers above; the generator avoids them (no momentum set on a ``bridge``
-SGD, no infinite gradient for a RAdam with injected hyperparameters) until they are fixed."""
+SGD) until they are fixed."""
 
 
 def generate(rng: np.random.Generator, steps: int = STEPS) -> Config:
@@ -280,9 +272,6 @@ def generate(rng: np.random.Generator, steps: int = STEPS) -> Config:
         for kind in ("from_torch", "to_torch"):
             if rng.random() < 0.5 and (round_trips or kind == "from_torch"):
                 events.append((int(rng.integers(1, steps)), kind, "", 0))
-    injected = bridge or any(event[1] == "set" for event in events)
-    if name == "radam" and injected:  # OPEN_FINDINGS["traced_zero_weight_decay"]
-        specials = tuple(special for special in specials if special[3] not in ("inf", "-inf"))
     return Config(
         name,
         kwargs,

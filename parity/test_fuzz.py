@@ -164,6 +164,23 @@ FIRST_FOUND += [
     ),
 ]
 
+FIRST_FOUND += [
+    # With injected hyperparameters under jit a weight_decay of 0 is traced, so RAdam's (and Adam's,
+    # NAdam's, ASGD's) g + 0·p was NaN for a parameter at -inf, where torch skips the add; AdamW's
+    # decoupled decay made an infinite parameter NaN too (now decay, then step, as torch).
+    Config(
+        "radam",
+        {},
+        0.006103961388685274,
+        "float",
+        ((5,),),
+        specials=((3, 0, 2, "-inf"),),
+        events=((1, "set", "lr", 0.005),),
+        steps=8,
+        seed=2085231282,
+    ),
+]
+
 SCALE_1E8 = [
     # Parameters at 1e-8 with lr 0.01: the steps dominate the parameters, which oscillate around
     # 0; every rounding difference grows about fivefold per step. Ours differed from torch's

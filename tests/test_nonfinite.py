@@ -228,3 +228,33 @@ def test_empty_tree_is_finite():
         tx = fo.nonfinite_policy(fo.adam(0.1), policy)
         updates, _ = tx.update({}, tx.init({}), {})
         assert updates == {}
+
+
+INFINITE_PARAMETER_CASES = [
+    ("adam", "Adam", {"lr": 0.1, "weight_decay": 0.0}),
+    ("adamw", "AdamW", {"lr": 0.1, "weight_decay": 0.0}),
+    ("adamw", "AdamW", {"lr": 0.1, "weight_decay": 0.01}),
+    ("nadam", "NAdam", {"lr": 0.1, "weight_decay": 0.0}),
+    ("radam", "RAdam", {"lr": 0.1, "weight_decay": 0.0}),
+    ("asgd", "ASGD", {"lr": 0.1, "weight_decay": 0.0}),
+]
+
+
+@pytest.mark.parametrize("inject", [False, True], ids=["constant", "injected"])
+@pytest.mark.parametrize("name, torch_name, kwargs", INFINITE_PARAMETER_CASES, ids=lambda v: str(v))
+def test_an_infinite_parameter_stays_where_torch_keeps_it(name, torch_name, kwargs, inject):
+    """torch skips ``grad.add(param, alpha=0)`` and multiplies an infinite parameter by a positive
+    decay factor, so ±inf stays ±inf; ``g + 0·inf`` or ``p + (−lr·wd·p)`` would make it NaN (the
+    injected case traces the zero weight decay)."""
+    factory = getattr(fo, name)
+    start = np.array([np.inf, 1.0, -np.inf])
+    with jax.enable_x64(True):
+        tx = optax.inject_hyperparams(factory)(**kwargs) if inject else factory(**kwargs)
+        params = {"w": jnp.asarray(start)}
+        updates, _ = jax.jit(tx.update)({"w": jnp.full(3, 0.5)}, tx.init(params), params)
+        ours = np.asarray(optax.apply_updates(params, updates)["w"])
+    tensor = torch.tensor(start, requires_grad=True)
+    optimizer = getattr(torch.optim, torch_name)([tensor], **kwargs)
+    tensor.grad = torch.full((3,), 0.5, dtype=torch.float64)
+    optimizer.step()
+    np.testing.assert_array_equal(ours, tensor.detach().numpy())

@@ -372,3 +372,20 @@ def test_port_from_torch_example_passes():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "-> PASS" in result.stdout
+
+
+def test_a_fresh_adagrad_converts_with_update_count_zero():
+    """Adagrad creates its state (step 0) in its constructor: that is not a sign it has stepped."""
+    with jax.enable_x64(True):
+        optimizer = torch.optim.Adagrad([torch.ones(3, dtype=torch.float64, requires_grad=True)], lr=0.1)
+        _, state = fo.from_torch(optimizer, update_count=0)
+        assert int(state.inner_state.step) == 0
+
+
+def test_a_tensor_lr_under_a_scheduler_is_refused_by_name():
+    """torch's schedulers compute a tensor lr in its dtype, which a converted schedule would not."""
+    with jax.enable_x64(True):
+        optimizer = torch.optim.Adam([torch.ones(3, dtype=torch.float64, requires_grad=True)], lr=torch.tensor(0.01))
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 2, 0.5)
+        with pytest.raises(ValueError, match=r"param group 0's lr is a torch.float32 tensor: StepLR"):
+            fo.from_torch(optimizer, scheduler, update_count=0)

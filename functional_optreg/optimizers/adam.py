@@ -112,15 +112,14 @@ def adam(
 
         def leaf(g, p, exp_avg, exp_avg_sq, max_exp_avg_sq):
             g = -g if maximize else g
-            decay = None
+            decayed = None
             if use_weight_decay:
-                if decoupled_weight_decay and float32_lr:
-                    # torch: param.mul_(1 - lr * weight_decay), the factor a float32 tensor.
-                    decay = ((1 - lr_t * _scalars.as_float32_if(weight_decay, float32_lr)).astype(p.dtype) - 1) * p
-                elif decoupled_weight_decay:
-                    decay = -(lr_t * weight_decay) * p
+                if decoupled_weight_decay:
+                    # torch: param.mul_(1 - lr * weight_decay) (a float32 factor for a float32 tensor lr).
+                    factor = 1 - lr_t * _scalars.as_float32_if(weight_decay, float32_lr)
+                    decayed = p * jnp.asarray(factor).astype(p.dtype)
                 else:
-                    g = g + weight_decay * p
+                    g = _common.add_weight_decay(g, p, weight_decay)
             exp_avg = _scalars.lerp(exp_avg, g, 1 - beta1_t)
             exp_avg_sq = exp_avg_sq * beta2_t + (1 - beta2_t) * (g * g)
             if amsgrad:
@@ -130,8 +129,9 @@ def adam(
                 second_moment = exp_avg_sq
             denom = jnp.sqrt(second_moment) / bias_correction2_sqrt + eps
             update = -step_size * exp_avg / denom
-            if decay is not None:
-                update = update + decay
+            if decayed is not None:
+                # Decay then step, as torch does; a parameter torch keeps at ±inf stays there.
+                update = _common.delta(decayed + update, p)
             return update, exp_avg, exp_avg_sq, max_exp_avg_sq
 
         updates, exp_avg, exp_avg_sq, max_exp_avg_sq = _common.map_leaves(

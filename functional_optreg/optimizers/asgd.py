@@ -122,7 +122,7 @@ def asgd(
         def leaf(g, p, ax):
             g = -g if maximize else g
             if use_weight_decay:
-                g = g + weight_decay * p
+                g = _common.add_weight_decay(g, p, weight_decay)
             # torch reads eta and mu as Python floats: exact widenings of the float32 state.
             eta = state.eta.astype(p.dtype)
             new_p = p * (1.0 - lambd * eta) + (-eta) * g

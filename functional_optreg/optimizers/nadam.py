@@ -147,7 +147,7 @@ def nadam(
                 if decoupled_weight_decay:
                     new_p = p * (1 - lr_t * _scalars.as_float32_if(weight_decay, float32_lr))
                 else:
-                    g = g + weight_decay * p
+                    g = _common.add_weight_decay(g, p, weight_decay)
             exp_avg = _scalars.lerp(exp_avg, g, 1 - beta1_t)
             exp_avg_sq = exp_avg_sq * beta2_t + (1 - beta2_t) * (g * g)
             denom = jnp.sqrt(exp_avg_sq / bias_correction2) + eps

@@ -163,7 +163,7 @@ def radam(
                 if decoupled_weight_decay:
                     decayed = p * (1 - lr_t * _scalars.as_float32_if(weight_decay, _scalars.is_float32_tensor_lr(lr)))
                 else:
-                    g = g + weight_decay * p
+                    g = _common.add_weight_decay(g, p, weight_decay)
             exp_avg = _scalars.lerp(exp_avg, g, 1 - beta1_t)
             exp_avg_sq = exp_avg_sq * beta2_t + (1 - beta2_t) * (g * g)
             momentum_step = exp_avg / bias_correction1 * lr_t

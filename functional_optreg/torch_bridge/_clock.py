@@ -114,7 +114,9 @@ def resolve(
                     f"update_count={update_count}, but torch.optim.{optimizer}'s param group {g} has "
                     f"taken {count} update(s) (its state's 'step')."
                 )
-        if update_count == 0 and any(has_state):
+        # State without a count of its own means torch has stepped; a count (Adagrad's state exists
+        # from its constructor at step 0) was checked against update_count above.
+        if update_count == 0 and any(state and count is None for count, state in zip(counts, has_state)):
             raise ValueError(f"update_count=0, but torch.optim.{optimizer} holds state, so it has stepped.")
         counts = [update_count] * len(counts)
     if scheduler is None or epoch is None:

@@ -342,6 +342,21 @@ class Plateau(NoScheduler):
         return _scheduler_state.plateau_state_dict(self.snapshot, group_states[0][1], lrs)
 
 
+def _refuse_tensor_lrs(name: str, optimizer: Any) -> None:
+    """A tensor lr under a scheduler is refused: torch's schedulers then compute every lr in the
+    tensor's dtype (float32 for ``torch.tensor(0.01)``), which the converted schedules (Python
+    floats, float64 under x64) do not mirror, so the conversion would drift silently."""
+    import torch
+
+    for index, group in enumerate(optimizer.param_groups):
+        if isinstance(group["lr"], torch.Tensor):
+            raise ValueError(
+                f"param group {index}'s lr is a {group['lr'].dtype} tensor: {name} then computes the lr in "
+                "that dtype, which the converted schedule does not mirror. Build the torch optimizer with a "
+                "Python float lr to convert it with its scheduler (a tensor lr converts without one)."
+            )
+
+
 def convert(scheduler: Any, optimizer: Any, adapter: OptimizerRecord) -> NoScheduler:
     """Convert ``scheduler`` (of ``optimizer``, ``None`` for none) for the optimizer described by
     ``adapter``."""
@@ -350,6 +365,7 @@ def convert(scheduler: Any, optimizer: Any, adapter: OptimizerRecord) -> NoSched
     name = _member_name(scheduler)
     if scheduler.optimizer is not optimizer and name != "ChainedScheduler":
         raise ValueError(f"the {name} given steps another optimizer than the one given.")
+    _refuse_tensor_lrs(name, optimizer)
     groups = len(optimizer.param_groups)
     snapshot = _state_snapshot(scheduler)
     if name == "ReduceLROnPlateau":
