@@ -188,3 +188,12 @@ def write_json(outdir: str, name: str, payload: object) -> None:
     with open(path + ".tmp", "w") as handle:
         json.dump(payload, handle)
     os.replace(path + ".tmp", path)
+
+
+def read_reports(outdir: str, processes: int) -> list:
+    """Each process's ``process_<id>.json`` from ``outdir``, in process order."""
+    reports = []
+    for process_id in range(processes):
+        with open(os.path.join(outdir, f"process_{process_id}.json")) as handle:
+            reports.append(json.load(handle))
+    return reports

@@ -18,7 +18,6 @@ steps, float32 and float64) is ``slow``::
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -64,10 +63,7 @@ def train(tmp_path_factory, processes: int, model: str, configs, steps: int, dty
         timeout=900,
         env={mp_harness.COLLECTIVES: "gloo"},
     )
-    reports = []
-    for process_id in range(processes):
-        with open(os.path.join(outdir, f"process_{process_id}.json")) as handle:
-            reports.append(json.load(handle))
+    reports = mp_harness.read_reports(outdir, processes)
     with np.load(os.path.join(outdir, "params.npz")) as arrays:
         params = dict(arrays)
     return {"reports": reports, "params": params, "seconds": time.perf_counter() - start}

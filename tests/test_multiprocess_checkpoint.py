@@ -14,7 +14,6 @@ Runs 2 and 4 must end bit for bit where run 1 ends, with each process holding on
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -40,11 +39,7 @@ def run(tmp_path_factory, checkpoints: str, processes: int, *args: str) -> list[
         timeout=600,
         env={mp_harness.COLLECTIVES: "gloo"},
     )
-    reports = []
-    for process_id in range(processes):
-        with open(os.path.join(outdir, f"process_{process_id}.json")) as handle:
-            reports.append(json.load(handle))
-    return reports
+    return mp_harness.read_reports(outdir, processes)
 
 
 def test_checkpoints_across_processes(tmp_path_factory):
