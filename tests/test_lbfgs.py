@@ -624,3 +624,36 @@ def test_complex_params_are_refused_with_the_path():
     solver = fo.lbfgs()
     with pytest.raises(RuntimeError, match=r"does not support complex parameters \(params at \['z'\]"):
         solver.init({"w": jnp.ones(2), "z": jnp.ones(2, jnp.complex64)})
+
+
+@pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
+def test_a_nan_gradient_element_is_not_convergence(line_search_fn):
+    """torch's ``flat_grad.abs().max() <= tolerance_grad`` is False when an element is NaN, so it
+    keeps iterating to ``max_iter``; XLA:CPU's vectorised max drops a NaN on a long array, which
+    read as converged at once before the NaN-propagating reduction."""
+    size, max_iter = 100_000, 4
+
+    def torch_loss(w):
+        return (w[0] * float("nan")) + 0.0 * w.sum()
+
+    def jax_loss(params):
+        w = params["w"]
+        return w[0] * jnp.nan + 0.0 * jnp.sum(w)
+
+    with jax.enable_x64(True):
+        tensor = torch.zeros(size, dtype=torch.float64, requires_grad=True)
+        optimizer = torch.optim.LBFGS([tensor], max_iter=max_iter, line_search_fn=line_search_fn)
+
+        def closure():
+            optimizer.zero_grad()
+            loss = torch_loss(tensor)
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        theirs = optimizer.state[optimizer._params[0]]
+        solver = fo.lbfgs(max_iter=max_iter, line_search_fn=line_search_fn)
+        params = {"w": jnp.zeros(size)}
+        new_params, state, _ = jax.jit(lambda p, s: solver.step(jax_loss, p, s))(params, solver.init(params))
+    assert (int(state.n_iter), int(state.func_evals)) == (theirs["n_iter"], theirs["func_evals"])
+    np.testing.assert_array_equal(np.isnan(np.asarray(new_params["w"])), np.isnan(tensor.detach().numpy()))

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from functional_optreg import _reductions
+
 ObjectiveAlong = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
 """``obj(t) -> (loss, flat_grad)`` at ``x + t·d``, the point torch's ``_directional_evaluate`` uses."""
 
@@ -98,7 +100,7 @@ def strong_wolfe(
     the bracket by safeguarded cubic interpolation. ``max_ls`` bounds both phases together and
     may be a traced integer (torch passes ``max_eval - current_evals``).
     """
-    d_norm = jnp.max(jnp.abs(d))
+    d_norm = _reductions.amax(jnp.abs(d), initial=0.0)  # torch's d.abs().max(), NaN-propagating
     f_new, g_new = obj_func(t)
     count = jnp.zeros([], jnp.int32)
 

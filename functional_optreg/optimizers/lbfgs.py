@@ -61,7 +61,7 @@ import optax
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from functional_optreg import _scalars, _tree, _validation
+from functional_optreg import _reductions, _scalars, _tree, _validation
 from functional_optreg._types import ScalarOrSchedule
 from functional_optreg.optimizers import _line_search
 
@@ -305,7 +305,8 @@ def lbfgs(
             return jnp.asarray(loss, dtype), grad
 
         def grad_converged(flat_grad: jax.Array) -> jax.Array:
-            return jnp.max(jnp.abs(flat_grad)) <= tolerance_grad
+            # torch's flat_grad.abs().max(): NaN (so not converged) if any element is NaN.
+            return _reductions.amax(jnp.abs(flat_grad), initial=0.0) <= tolerance_grad
 
         def iteration(c: _Iteration) -> _Iteration:
             n_iter = c.n_iter + 1
@@ -362,7 +363,7 @@ def lbfgs(
                 | (n_iter == max_iter)
                 | (current_evals >= max_eval)
                 | opt_cond
-                | (jnp.max(jnp.abs(d * t)) <= tolerance_change)
+                | (_reductions.amax(jnp.abs(d * t), initial=0.0) <= tolerance_change)
                 | (jnp.abs(loss - c.loss) < tolerance_change)
             )
             s = s._replace(func_evals=s.func_evals + evals, d=d, t=t, prev_flat_grad=c.flat_grad, prev_loss=c.loss)
