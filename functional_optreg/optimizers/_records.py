@@ -56,6 +56,9 @@ class OptimizerRecord:
       permutations: which axis permutations between torch and JAX layouts keep the update
         equivalent: ``"any"`` (elementwise rules), ``"leading"`` (Adafactor factors the last two
         axes) or ``"none"`` (Muon's update depends on the matrix orientation).
+      presence: ``(flag, key)`` pairs: our boolean ``flag`` field says whether torch holds the
+        per-parameter ``key`` yet (SGD with a settable momentum keeps a zero buffer until torch
+        would create one); the bridge reads and writes ``key`` only where the flag is set.
     """
 
     torch_name: str
@@ -71,6 +74,7 @@ class OptimizerRecord:
     fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     eager_state: bool = False
     permutations: str = "any"
+    presence: tuple[tuple[str, str], ...] = ()
 
     @property
     def state_fields(self) -> frozenset[str]:
@@ -111,6 +115,7 @@ RECORDS: Mapping[str, OptimizerRecord] = {
             state=("momentum_buffer",),
             own_state=("step", "momentum_buffer_set"),
             step="none",
+            presence=(("momentum_buffer_set", "momentum_buffer"),),
         ),
         OptimizerRecord(
             "Adam", "adam", "adam", IMPLEMENTATION_FLAGS, state=("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")

@@ -5,8 +5,10 @@ Each group's optimizer is built inside ``optax.inject_hyperparams``: ``lr``, ``w
 ``fo.set_hyperparams(state, group=g, lr=x)`` changes them between jitted updates as
 ``optimizer.param_groups[g]["lr"] = x`` does, and ``to_torch_state_dict`` writes them back.
 Static (baked into the transform): booleans and ``None``, values a converted scheduler drives
-(schedules), and the few numbers that change the state's structure (``momentum`` of SGD and
-RMSprop: zero means no buffer, as in torch; Muon's ``ns_steps``, a loop count).
+(schedules), and the few numbers that change the state's structure (``momentum`` of RMSprop:
+zero means no buffer, as in torch; Muon's ``ns_steps``, a loop count). SGD's ``momentum`` is
+settable: its state then keeps a buffer and a flag for whether torch's exists yet, so setting it
+on mid-run creates the buffer at the next update as torch does.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import numpy as np
 import optax
 
 STRUCTURAL: Mapping[str, frozenset[str]] = {
-    "SGD": frozenset({"momentum"}),
     "RMSprop": frozenset({"momentum"}),
     "Muon": frozenset({"ns_steps"}),
 }

@@ -94,10 +94,28 @@ def state_from_torch(
     if step == 0 and not any(torch_states):
         return template
     values: dict[str, Any] = {}
+    absent = set()
+    for flag, key in adapter.presence:
+        if getattr(template, flag) is None:
+            continue
+        held = [state.get(key) is not None for state in torch_states]
+        if len(set(held)) > 1:
+            raise ValueError(
+                f"torch.optim.{adapter.torch_name} holds {key!r} for some parameters of a group and not "
+                f"for others; {name} keeps one {flag!r} per group."
+            )
+        values[flag] = jnp.asarray(all(held))
+        if not all(held):
+            absent.add(key)
     for field in fields:
         current = getattr(template, field)
         if field == "step":
             values[field] = jnp.asarray(step, dtype=jnp.result_type(current))
+            continue
+        if field in values:
+            continue
+        if field in absent:
+            values[field] = current
             continue
         present = [field in state for state in torch_states]
         if current is None:
@@ -170,8 +188,16 @@ def state_to_torch(
     if step == 0 and not adapter.eager_state:
         return {}
     per_param: dict[int, dict[str, Any]] = {index: {} for index in indices}
+    skipped = set()
+    for flag, key in adapter.presence:
+        if getattr(state, flag) is not None:
+            skipped.add(flag)
+            if not bool(np.asarray(getattr(state, flag))):
+                skipped.add(key)
     for field in state._fields:
         value = getattr(state, field)
+        if field in skipped:
+            continue
         if field == "step":
             if adapter.step == "tensor":
                 for index in indices:
