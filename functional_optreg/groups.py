@@ -315,13 +315,14 @@ def no_decay_on_bias_and_norm(
       ``configure_optimizers``).
 
     Example:
-      >>> import jax.numpy as jnp, functional_optreg as fo
+      >>> import jax.numpy as jnp, optax, functional_optreg as fo
       >>> tx = fo.no_decay_on_bias_and_norm(fo.adamw, lr=0.1, weight_decay=0.5)
       >>> params = {"kernel": jnp.ones((1, 2)), "bias": jnp.ones(2)}
       >>> grads = {"kernel": jnp.ones((1, 2)), "bias": jnp.ones(2)}
       >>> updates, _ = tx.update(grads, tx.init(params), params)
-      >>> updates["kernel"], updates["bias"]  # Adam's first step is -lr; the kernel also decays
-      (Array([[-0.15, -0.15]], dtype=float32), Array([-0.1, -0.1], dtype=float32))
+      >>> new = optax.apply_updates(params, updates)  # Adam's first step is -lr; the kernel also decays
+      >>> new["kernel"], new["bias"]  # torch's float32 1 * 0.95 - 0.1 and 1 - 0.1
+      (Array([[0.84999996, 0.84999996]], dtype=float32), Array([0.9, 0.9], dtype=float32))
     """
     order = tuple(order)  # type: ignore[assignment]
     if order not in _ORDERS:

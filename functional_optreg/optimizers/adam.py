@@ -169,12 +169,12 @@ def adamw(
       which torch implements as ``Adam(..., decoupled_weight_decay=True)``.
 
     Example:
-      >>> import jax.numpy as jnp, functional_optreg as fo
+      >>> import jax.numpy as jnp, optax, functional_optreg as fo
       >>> tx = fo.adamw(lr=0.1, weight_decay=0.5)
       >>> params = {"w": jnp.ones(2)}
       >>> updates, _ = tx.update({"w": jnp.zeros(2)}, tx.init(params), params)
-      >>> updates["w"]
-      Array([-0.05, -0.05], dtype=float32)
+      >>> optax.apply_updates(params, updates)["w"]  # torch: p.mul_(1 - lr * weight_decay)
+      Array([0.95, 0.95], dtype=float32)
     """
     return adam(
         lr=lr,
