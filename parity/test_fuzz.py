@@ -7,6 +7,8 @@ Longer runs: ``python -m parity fuzz --minutes 30 --seed S``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import inspect
 import io
 
 import jax
@@ -15,6 +17,7 @@ import numpy as np
 import pytest
 
 from functional_optreg import _scalars
+from functional_optreg.optimizers._records import RECORDS
 from parity import __main__ as cli
 from parity import fuzz
 from parity.fuzz import Config
@@ -46,10 +49,22 @@ def test_the_slice_covers_optimizers_lr_kinds_hostile_gradients_and_events():
     assert any(() in c.shapes for c in configs) and any((0,) in c.shapes for c in configs)
 
 
+_ADAM_AS_ADAMW = dataclasses.replace(RECORDS["AdamW"], factory_name="adam")
+"""A wrong record: fo.adam posing as torch's AdamW (weight decay 0 vs 0.01)."""
+
+
+def test_the_sampled_optimizers_are_records_and_set_only_settable_hyperparameters():
+    for name, optimizer in fuzz.OPTIMIZERS.items():
+        assert optimizer.record is RECORDS[optimizer.record.torch_name] and name == optimizer.record.factory_name
+        accepted = inspect.signature(optimizer.record.load_factory()).parameters
+        assert set(optimizer.choices) <= set(accepted) and set(optimizer.settable) <= set(accepted), name
+        assert not set(optimizer.settable) & set(optimizer.record.structural), name
+
+
 def test_a_wrong_optimizer_is_found_shrunk_and_reproduced(monkeypatch):
     """``fo.adam`` posing as torch's AdamW (weight decay 0 vs 0.01) must fail, shrink to one leaf
     without events or specials, and its printed reproducer must replay the failure."""
-    monkeypatch.setitem(fuzz.OPTIMIZERS, "wrong", fuzz.Optimizer("adam", "AdamW", dict(amsgrad=(False, True))))
+    monkeypatch.setitem(fuzz.OPTIMIZERS, "wrong", fuzz.Optimizer(_ADAM_AS_ADAMW, dict(amsgrad=(False, True))))
     config = Config(
         "wrong",
         dict(amsgrad=True),
@@ -196,6 +211,25 @@ FIRST_FOUND += [
     ),
 ]
 
+FIRST_FOUND += [
+    # fo.from_torch kept RMSprop's momentum static, so setting it on a bridged RMSprop(momentum=0.9)
+    # raised KeyError naming the settable hyperparameters; torch's param_groups[0]["momentum"] = 0.5
+    # works. Without the bridge (inject_hyperparams(fo.rmsprop)), momentum 0 overwrote the buffer
+    # with g / avg where torch freezes it (the state 0.27 relative off at step 31) and a later
+    # momentum resumed from that.
+    Config(
+        "rmsprop",
+        {"momentum": 0.9},
+        0.01,
+        "float",
+        ((5,), (3, 4)),
+        events=((16, "set", "momentum", 0.5), (30, "set", "momentum", 0.0), (40, "set", "momentum", 0.6)),
+        seed=7,
+        bridge=bridge,
+    )
+    for bridge in (True, False)
+]
+
 SCALE_1E8 = [
     # Parameters at 1e-8 with lr 0.01: the steps dominate the parameters, which oscillate around
     # 0; every rounding difference grows about fivefold per step. Ours differed from torch's
@@ -225,7 +259,7 @@ def test_bias_corrections_are_torchs_double_expression():
 def test_a_wrong_formula_fails_where_torch_is_chaotic(monkeypatch):
     """Torch's own floor lifts the bound only to ALLOWANCE x the floor: AdamW's decay missing
     (fo.adam posing as AdamW) is still found in a configuration that amplifies rounding."""
-    monkeypatch.setitem(fuzz.OPTIMIZERS, "wrong", fuzz.Optimizer("adam", "AdamW", {}))
+    monkeypatch.setitem(fuzz.OPTIMIZERS, "wrong", fuzz.Optimizer(_ADAM_AS_ADAMW, {}))
     chaotic = Config("wrong", {}, 0.01, "float", ((5,), (3, 4)), 1e-8, seed=3)
     result = fuzz.run(chaotic)
     assert not result.passed and "floor" in result.detail, str(result)

@@ -11,6 +11,7 @@ import torch
 from state_trajectories import assert_close_to_torch, run_both
 
 import functional_optreg as fo
+from functional_optreg import verify
 
 
 def test_positional_arguments_follow_torch_order():
@@ -133,3 +134,75 @@ def test_momentum_schedule_is_read_per_step():
     updates, state = tx.update({"w": jnp.full(1, -2.0)}, state, params)
     np.testing.assert_allclose(state.momentum_buffer["w"], [-0.5])
     np.testing.assert_allclose(updates["w"], [0.5])
+
+
+def _momentum_buffers(optimizer, state):
+    """Torch's momentum buffers against ours, where torch has one (for verify.compare)."""
+    ours = jax.tree.leaves(state.inner_state.momentum_buffer)
+    tensors = optimizer.param_groups[0]["params"]
+    return [
+        (np.asarray(leaf), optimizer.state[p]["momentum_buffer"].detach().numpy())
+        for leaf, p in zip(ours, tensors)
+        if "momentum_buffer" in optimizer.state[p]
+    ]
+
+
+@pytest.mark.parametrize(
+    "start, changes",
+    [
+        pytest.param(0.9, {15: 0.5}, id="changed"),
+        pytest.param(0.9, {15: 0.0, 30: 0.6}, id="off-and-on"),
+        pytest.param(0.0, {0: 0.9, 20: 0.0}, id="on-before-the-first-step"),
+        pytest.param(0.0, {25: 0.0}, id="never-on"),
+    ],
+)
+@pytest.mark.parametrize("centered", [False, True])
+def test_momentum_set_mid_run_follows_torch(start, changes, centered):
+    """torch reads ``group["momentum"]`` at every step: a buffer created at the first step (if
+    momentum > 0 then) is frozen while momentum is 0 and resumed when it is positive again.
+    ``inject_hyperparams(fo.rmsprop)`` did not keep it frozen: momentum 0 overwrote it with
+    ``g / avg`` and a later momentum resumed from that (off-and-on: 5.8 relative error before),
+    and momentum 0 at ``init`` kept no buffer, so momentum set before the first step was ignored
+    (1.55). 50 float64 steps, parameters and buffers within the contract."""
+
+    def before_step(step, optimizer, state):
+        if step not in changes:
+            return state
+        optimizer.param_groups[0]["momentum"] = changes[step]
+        return fo.set_hyperparams(state, momentum=changes[step])
+
+    kwargs = dict(lr=0.01, momentum=start, centered=centered, weight_decay=0.1)
+    report = verify.compare(
+        lambda tensors: torch.optim.RMSprop(tensors, **kwargs),
+        optax.inject_hyperparams(fo.rmsprop)(**kwargs),
+        {"a": np.linspace(-1.0, 2.0, 6).reshape(2, 3), "b": np.array([0.5, -0.25])},
+        steps=50,
+        before_step=before_step,
+        state_pairs=_momentum_buffers,
+    )
+    assert report.passed, str(report)
+
+
+def test_momentum_switched_on_after_the_first_step_is_refused_like_torch():
+    """torch creates ``momentum_buffer`` at the first step only and then raises
+    ``KeyError: 'momentum_buffer'``; ours refuses with the reason, eagerly and under jit."""
+    p = torch.ones(2, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.RMSprop([p], lr=0.1)
+    p.grad = torch.ones(2, dtype=torch.float64)
+    optimizer.step()
+    optimizer.param_groups[0]["momentum"] = 0.9
+    with pytest.raises(KeyError, match="momentum_buffer"):
+        optimizer.step()
+
+    tx = optax.inject_hyperparams(fo.rmsprop)(lr=0.1, momentum=0.0)
+    params = jnp.ones(2)
+    _, state = tx.update(params, tx.init(params), params)
+    state = fo.set_hyperparams(state, momentum=0.9)
+    with pytest.raises(ValueError, match="momentum was switched on after a first update without it"):
+        tx.update(params, state, params)
+    step = jax.jit(tx.update)
+    with pytest.raises(ValueError, match="KeyError: 'momentum_buffer'"), fo.original_errors():
+        jax.block_until_ready(step(params, state, params))
+    # With momentum back at 0 the step is the plain one: square_avg 0.99·0.01 + 0.01·1 = 0.0199.
+    updates, _ = step(params, fo.set_hyperparams(state, momentum=0.0), params)
+    np.testing.assert_allclose(updates, -0.1 / (np.sqrt(0.0199) + 1e-8), rtol=1e-6)

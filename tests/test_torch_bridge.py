@@ -389,3 +389,122 @@ def test_a_tensor_lr_under_a_scheduler_is_refused_by_name():
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 2, 0.5)
         with pytest.raises(ValueError, match=r"param group 0's lr is a torch.float32 tensor: StepLR"):
             fo.from_torch(optimizer, scheduler, update_count=0)
+
+
+@pytest.mark.parametrize(
+    "torch_class, kwargs",
+    [
+        pytest.param(torch.optim.Adam, dict(lr=0.01, amsgrad=True, weight_decay=0.1), id="Adam"),
+        pytest.param(torch.optim.AdamW, dict(lr=0.01), id="AdamW"),
+        pytest.param(torch.optim.RMSprop, dict(lr=0.01, momentum=0.5, centered=True), id="RMSprop"),
+        pytest.param(torch.optim.SGD, dict(lr=0.05, momentum=0.9, nesterov=True), id="SGD"),
+        pytest.param(torch.optim.NAdam, dict(lr=0.01), id="NAdam"),
+        pytest.param(torch.optim.ASGD, dict(lr=0.02, t0=2), id="ASGD"),
+        pytest.param(torch.optim.Rprop, dict(lr=0.02), id="Rprop"),
+    ],
+)
+def test_complex_parameters_resume_after_the_bridge(torch_class, kwargs):
+    """torch steps complex parameters through ``view_as_real``. ``fo.from_torch`` gave its
+    injected hyperparameters the parameters' dtype, complex128 (``lr must be a real number ...
+    complex128``); they are float64 now. Torch runs 10 steps, then both sides 50 more from the
+    converted state, on gradients of the current (complex) parameters; every step meets the
+    float64 contract per leaf (max|ours - torch| / max|torch| <= 1e-12)."""
+    rng = np.random.default_rng(0)
+    shapes = [(3, 2), (4,)]
+    start = [rng.normal(size=s) + 1j * rng.normal(size=s) for s in shapes]
+    target = [rng.normal(size=s) + 1j * rng.normal(size=s) for s in shapes]
+
+    def gradient(step, leaves):
+        return [(1.0 + 0.5j) * (p - t) + 0.1 * np.sin(step) for p, t in zip(leaves, target)]
+
+    tensors = [torch.tensor(p, dtype=torch.complex128, requires_grad=True) for p in start]
+    optimizer = torch_class(tensors, **kwargs)
+
+    def torch_step(step):
+        for tensor, g in zip(tensors, gradient(step, [t.detach().numpy() for t in tensors])):
+            tensor.grad = torch.from_numpy(np.asarray(g, np.complex128))
+        optimizer.step()
+
+    for step in range(10):
+        torch_step(step)
+    with jax.enable_x64(True):
+        tx, state = fo.from_torch(optimizer)
+        params = [jnp.asarray(t.detach().numpy()) for t in tensors]
+        update = jax.jit(tx.update)
+        for step in range(10, 60):
+            grads = [jnp.asarray(g) for g in gradient(step, [np.asarray(p) for p in params])]
+            updates, state = update(grads, state, params)
+            params = optax.apply_updates(params, updates)
+            torch_step(step)
+            for ours, theirs in zip(params, tensors):
+                theirs = theirs.detach().numpy()
+                assert ours.dtype == jnp.complex128
+                error = np.max(np.abs(np.asarray(ours) - theirs)) / np.max(np.abs(theirs))
+                assert error <= 1e-12, f"step {step}: {error:.2e}"
+
+
+def _rmsprop_pair(momentum, steps):
+    """A float64 torch RMSprop stepped ``steps`` times and its parameters."""
+    tensors = [torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64, requires_grad=True)]
+    optimizer = torch.optim.RMSprop(tensors, lr=0.01, momentum=momentum)
+    for _ in range(steps):
+        tensors[0].grad = tensors[0].detach() * 2.0
+        optimizer.step()
+    return optimizer, tensors
+
+
+def _step_both(optimizer, tensors, tx, state, steps):
+    params = [jnp.asarray(t.detach().numpy()) for t in tensors]
+    for _ in range(steps):
+        tensors[0].grad = tensors[0].detach() * 2.0
+        optimizer.step()
+        updates, state = tx.update([p * 2.0 for p in params], state, params)
+        params = optax.apply_updates(params, updates)
+    _assert_within_contract(params[0], tensors[0])
+    return state
+
+
+def _assert_within_contract(ours, tensor):
+    theirs = tensor.detach().numpy()
+    assert np.max(np.abs(np.asarray(ours) - theirs)) <= 1e-12 * np.max(np.abs(theirs))
+
+
+@pytest.mark.parametrize("steps", [0, 3])
+def test_bridged_rmsprop_momentum_is_settable_like_torchs_param_group(steps):
+    """torch creates RMSprop's ``momentum_buffer`` at the first step only (if momentum > 0 then).
+    The bridge used to keep momentum static (``set_hyperparams`` raised KeyError); now it is
+    settable, the state says whether torch's buffer exists, and ``to_torch_state_dict`` writes the
+    buffer only where it does."""
+    with jax.enable_x64(True):
+        optimizer, tensors = _rmsprop_pair(0.9, steps)
+        tx, state = fo.from_torch(optimizer)
+        assert bool(state.inner_state.momentum_buffer_set) == (steps > 0)
+        optimizer.param_groups[0]["momentum"] = 0.5
+        state = _step_both(optimizer, tensors, tx, fo.set_hyperparams(state, momentum=0.5), 4)
+        optimizer.param_groups[0]["momentum"] = 0.0
+        state = _step_both(optimizer, tensors, tx, fo.set_hyperparams(state, momentum=0.0), 4)
+        written = fo.to_torch_state_dict(tx, state)
+        assert written["param_groups"][0]["momentum"] == 0.0
+        _assert_within_contract(written["state"][0]["momentum_buffer"], optimizer.state[tensors[0]]["momentum_buffer"])
+
+
+def test_bridged_rmsprop_without_a_buffer_refuses_momentum_like_torch():
+    """A torch RMSprop that stepped without momentum has no buffer: torch's next step with
+    momentum raises KeyError, ours (set on the converted state) a ValueError saying why. Before
+    the first step momentum may still be switched on, as in torch."""
+    with jax.enable_x64(True):
+        optimizer, tensors = _rmsprop_pair(0.0, 2)
+        tx, state = fo.from_torch(optimizer)
+        assert not bool(state.inner_state.momentum_buffer_set)
+        assert "momentum_buffer" not in fo.to_torch_state_dict(tx, state)["state"][0]
+        params = [jnp.asarray(tensors[0].detach().numpy())]
+        with pytest.raises(ValueError, match="KeyError: 'momentum_buffer'"):
+            tx.update(params, fo.set_hyperparams(state, momentum=0.9), params)
+        with pytest.raises(KeyError, match="'centered' is not a settable hyperparameter"):
+            fo.set_hyperparams(state, centered=True)
+
+        fresh, fresh_tensors = _rmsprop_pair(0.0, 0)
+        tx, state = fo.from_torch(fresh)
+        fresh.param_groups[0]["momentum"] = 0.9
+        state = _step_both(fresh, fresh_tensors, tx, fo.set_hyperparams(state, momentum=0.9), 5)
+        assert bool(state.inner_state.momentum_buffer_set)

@@ -57,8 +57,12 @@ class OptimizerRecord:
         equivalent: ``"any"`` (elementwise rules), ``"leading"`` (Adafactor factors the last two
         axes) or ``"none"`` (Muon's update depends on the matrix orientation).
       presence: ``(flag, key)`` pairs: our boolean ``flag`` field says whether torch holds the
-        per-parameter ``key`` yet (SGD with a settable momentum keeps a zero buffer until torch
-        would create one); the bridge reads and writes ``key`` only where the flag is set.
+        per-parameter ``key`` yet (SGD and RMSprop with a settable momentum keep a zero buffer
+        until torch would create one); the bridge reads and writes ``key`` only where the flag is
+        set.
+      structural: numeric hyperparameters that fix the update's structure (Muon's ``ns_steps``,
+        a loop count), so a converted optimizer keeps them static: ``fo.set_hyperparams`` cannot
+        change them.
     """
 
     torch_name: str
@@ -75,6 +79,7 @@ class OptimizerRecord:
     eager_state: bool = False
     permutations: str = "any"
     presence: tuple[tuple[str, str], ...] = ()
+    structural: tuple[str, ...] = ()
 
     @property
     def state_fields(self) -> frozenset[str]:
@@ -129,7 +134,13 @@ RECORDS: Mapping[str, OptimizerRecord] = {
             fixed={"decoupled_weight_decay": True},
         ),
         OptimizerRecord(
-            "RMSprop", "rmsprop", "rmsprop", _NO_FUSED, state=("step", "square_avg", "momentum_buffer", "grad_avg")
+            "RMSprop",
+            "rmsprop",
+            "rmsprop",
+            _NO_FUSED,
+            state=("step", "square_avg", "momentum_buffer", "grad_avg"),
+            own_state=("momentum_buffer_set",),
+            presence=(("momentum_buffer_set", "momentum_buffer"),),
         ),
         OptimizerRecord(
             "Adagrad",
@@ -168,6 +179,7 @@ RECORDS: Mapping[str, OptimizerRecord] = {
             own_state=("step",),
             step="none",
             permutations="none",
+            structural=("ns_steps",),
         ),
         OptimizerRecord(
             "LBFGS",

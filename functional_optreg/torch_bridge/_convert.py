@@ -226,11 +226,12 @@ def from_torch(
 
     starts = list(clock.counts)
     factory = adapter.load_factory()
+    dtype = _injection.hyperparam_dtype(tree)
     transforms = []
     for g, group in enumerate(groups):
         overrides = converted.overrides(g, starts[g], group.hyperparams)
         kwargs = factory_kwargs(adapter, factory, group.hyperparams, overrides)
-        tx = _injection.inject(adapter.torch_name, factory, kwargs, converted.driven(overrides))
+        tx = _injection.inject(adapter, factory, kwargs, converted.driven(overrides), dtype)
         transforms.append(converted.group_transform(g, tx, group.hyperparams))
     spec = TorchOptimizerSpec(adapter.torch_name, groups, layout, converted, tuple(starts))
     if spec.multi_group:

@@ -4,11 +4,14 @@ Each group's optimizer is built inside ``optax.inject_hyperparams``: ``lr``, ``w
 ``betas``, ``eps``... live in ``state.hyperparams`` (a tuple such as ``betas`` as one array), where
 ``fo.set_hyperparams(state, group=g, lr=x)`` changes them between jitted updates as
 ``optimizer.param_groups[g]["lr"] = x`` does, and ``to_torch_state_dict`` writes them back.
-Static (baked into the transform): booleans and ``None``, values a converted scheduler drives
-(schedules), and the few numbers that change the state's structure (``momentum`` of RMSprop:
-zero means no buffer, as in torch; Muon's ``ns_steps``, a loop count). SGD's ``momentum`` is
-settable: its state then keeps a buffer and a flag for whether torch's exists yet, so setting it
-on mid-run creates the buffer at the next update as torch does.
+Static (baked into the transform): booleans and ``None`` (``amsgrad``, ``nesterov``, RMSprop's
+``centered``: torch reads them at every step too, but switching one on mid-run makes torch look for
+state it never created), values a converted scheduler drives (schedules), and the numbers a record
+names ``structural`` (Muon's ``ns_steps``, a loop count). ``momentum`` of SGD and RMSprop is
+settable: their state then keeps a buffer and a flag for whether torch's exists, so momentum
+switched off freezes the buffer and switched on again resumes it, as in torch; SGD creates its
+buffer at the first update with momentum, RMSprop only at the first update (it refuses momentum
+switched on later, where torch raises ``KeyError``).
 """
 
 from __future__ import annotations
@@ -18,14 +21,11 @@ import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 import optax
 
-STRUCTURAL: Mapping[str, frozenset[str]] = {
-    "RMSprop": frozenset({"momentum"}),
-    "Muon": frozenset({"ns_steps"}),
-}
-"""Per torch class, numeric hyperparameters that decide the state's structure: kept static."""
+from functional_optreg.optimizers._records import OptimizerRecord
 
 
 def _is_number(value: Any) -> bool:
@@ -54,16 +54,20 @@ def _unpacking(factory: Callable[..., Any], packed: frozenset[str]) -> Callable[
 
 
 def inject(
-    torch_name: str, factory: Callable[..., Any], kwargs: Mapping[str, Any], fixed: frozenset[str]
+    record: OptimizerRecord,
+    factory: Callable[..., Any],
+    kwargs: Mapping[str, Any],
+    fixed: frozenset[str],
+    dtype: np.dtype,
 ) -> optax.GradientTransformationExtraArgs:
-    """``factory(**kwargs)`` inside ``optax.inject_hyperparams``; names in ``fixed`` (driven by a
-    scheduler) and non-numeric or structural values stay static."""
-    structural = STRUCTURAL.get(torch_name, frozenset())
+    """``factory(**kwargs)`` inside ``optax.inject_hyperparams``, its numbers held in ``dtype`` (see
+    :func:`hyperparam_dtype`); names in ``fixed`` (driven by a scheduler), non-numeric values and
+    the record's ``structural`` ones stay static."""
     static = []
     packed = []
     values = {}
     for name, value in kwargs.items():
-        if name in fixed or name in structural or not injectable(value):
+        if name in fixed or name in record.structural or not injectable(value):
             static.append(name)
             values[name] = value
         elif isinstance(value, tuple):
@@ -72,7 +76,22 @@ def inject(
         else:
             values[name] = value if isinstance(value, np.float32) else float(value)
     build = _unpacking(factory, frozenset(packed))
-    return optax.inject_hyperparams(build, static_args=tuple(static))(**values)
+    return optax.inject_hyperparams(build, static_args=tuple(static), hyperparam_dtype=dtype)(**values)
+
+
+def hyperparam_dtype(params: Any) -> np.dtype:
+    """The dtype of the injected hyperparameters: the parameters' widest, made real.
+
+    optax's default is the parameters' widest dtype as is, so complex parameters (which torch's
+    optimizers step through ``view_as_real``) would get complex hyperparameters, which the
+    factories refuse (``lr must be a real number``); torch's are real Python numbers.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> hyperparam_dtype([jnp.zeros(2, jnp.complex64), jnp.zeros(1, jnp.float32)])
+      dtype('float32')
+    """
+    return np.dtype(jnp.finfo(optax.tree.dtype(params, "highest")).dtype)
 
 
 def is_injected(state: Any) -> bool:
