@@ -10,11 +10,15 @@ checked against torch itself, in float64, on a loss whose gradient depends on th
 * ``lr_scales_step``: after two steps, the same optimizer with its lr doubled takes a step
   exactly twice as long (to rounding) when the record says so, and a step that is not when it
   says not;
+* ``presence`` / ``structural``: flags among our own fields for keys among torch's, and
+  arguments our factory takes;
 
 and each record has parity cases (:func:`parity.catalog.uncovered_optimizers`).
 """
 
 from __future__ import annotations
+
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -139,3 +143,16 @@ def test_every_optimizer_has_parity_cases():
     assert uncovered_optimizers(cases) == []
     without_adam = [case for case in cases if case.family != "adam"]
     assert uncovered_optimizers(without_adam) == ["adam"]
+
+
+@pytest.mark.parametrize("record", RECORDS.values(), ids=lambda record: record.torch_name)
+def test_presence_flags_and_structural_hyperparameters_are_our_factorys(record):
+    """``presence`` pairs one of our own boolean fields with one of torch's keys; ``structural``
+    names arguments of the factory (the bridge keeps them static)."""
+    accepted = inspect.signature(record.load_factory()).parameters
+    assert set(record.structural) <= set(accepted)
+    for flag, key in record.presence:
+        assert flag in record.own_state and key in record.state
+        # A JAX-scalar momentum (inject_hyperparams, fo.from_torch) keeps the flag, false at init.
+        state = record.load_factory()(momentum=jnp.asarray(0.9)).init([jnp.zeros(3)])
+        assert getattr(state, flag).dtype == jnp.bool_ and not bool(getattr(state, flag))

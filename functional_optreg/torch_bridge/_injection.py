@@ -4,10 +4,11 @@ Each group's optimizer is built inside ``optax.inject_hyperparams``: ``lr``, ``w
 ``betas``, ``eps``... live in ``state.hyperparams`` (a tuple such as ``betas`` as one array), where
 ``fo.set_hyperparams(state, group=g, lr=x)`` changes them between jitted updates as
 ``optimizer.param_groups[g]["lr"] = x`` does, and ``to_torch_state_dict`` writes them back.
-Static (baked into the transform): booleans and ``None`` (``amsgrad``, ``nesterov``, RMSprop's
-``centered``: torch reads them at every step too, but switching one on mid-run makes torch look for
-state it never created), values a converted scheduler drives (schedules), and the numbers a record
-names ``structural`` (Muon's ``ns_steps``, a loop count). ``momentum`` of SGD and RMSprop is
+Static (baked into the transform): booleans and ``None`` (flags such as ``maximize``, ``amsgrad``
+or RMSprop's ``centered``, which torch reads at every step too; switching ``amsgrad`` or
+``centered`` on mid-run makes torch look for state it never created), values a converted scheduler
+drives (schedules), and the numbers a record names ``structural`` (Muon's ``ns_steps``, a loop
+count). ``momentum`` of SGD and RMSprop is
 settable: their state then keeps a buffer and a flag for whether torch's exists, so momentum
 switched off freezes the buffer and switched on again resumes it, as in torch; SGD creates its
 buffer at the first update with momentum, RMSprop only at the first update (it refuses momentum
