@@ -73,7 +73,8 @@ class Config:
         :data:`SPECIALS`: a value, or ``flip`` = negated, ``burst`` = times 1e3).
       events: ``(step, kind, name, value[, group])`` applied before the 0-based ``step`` (kind in
         :data:`EVENT_KINDS`): ``set`` sets hyperparameter ``name`` to ``value`` on both sides, in
-        every group or in ``group`` only; ``checkpoint`` saves and restores both states;
+        every group or in ``group`` only (a tensor lr stays a tensor of its dtype); ``checkpoint``
+        saves and restores both states;
         ``from_torch`` replaces our state by ``fo.from_torch(torch's optimizer)``'s and
         ``to_torch`` loads ``fo.to_torch_state_dict`` of ours into torch (``bridge`` only).
       steps, seed: the run's length and the seed of its parameters and gradient noise.
@@ -214,6 +215,18 @@ KNOWN_DEVIATIONS = {
 """Differences the fuzzer found that are torch's (or the CPU kernel's) and that it avoids
 generating, with the reason. Reported in the closing note, not hidden."""
 
+OPEN_FINDINGS = {
+    "adagrad_group_initial_accumulator_value": (
+        "torch.optim.Adagrad fills every parameter's 'sum' with the constructor's "
+        "initial_accumulator_value and ignores a param group's own (its __init__ reads the argument, "
+        "not group['initial_accumulator_value']); fo.param_groups gives the group's factory the "
+        "group's value (1.8e-2 relative at step 1). The fix belongs to functional_optreg/groups.py"
+    ),
+}
+"""Divergences the fuzzer found in code it does not own, with the reproducer in parity/test_fuzz.py
+(an xfail that turns into a failure once fixed); the generator avoids them (no per-group
+``initial_accumulator_value``) until they are closed."""
+
 
 def generate(rng: np.random.Generator, steps: int = STEPS) -> Config:
     """A random configuration (reproducible from ``rng``)."""
@@ -249,7 +262,7 @@ def generate(rng: np.random.Generator, steps: int = STEPS) -> Config:
     epoch = int(rng.choice(EPOCHS)) if lr_kind == "schedule" else 1
     bridge = rng.random() < 0.3
     events: list[tuple[Any, ...]] = []
-    if lr_kind == "float" and spec.settable and rng.random() < 0.5:
+    if lr_kind != "schedule" and spec.settable and rng.random() < 0.5:
         for _ in range(int(rng.integers(1, 3))):
             key = str(rng.choice(spec.settable))
             event: tuple[Any, ...] = (int(rng.integers(1, steps)), "set", key, _new_value(name, key, kwargs, lr, rng))
@@ -284,12 +297,13 @@ def _group_overrides(name: str, lr: float, rng: np.random.Generator) -> dict[str
     """A param group's own hyperparameters: its lr and one other argument, each half the time.
 
     SGD's momentum, dampening and nesterov stay shared: torch validates only the defaults, so a
-    group with nesterov and no momentum would run in torch and be refused by us.
+    group with nesterov and no momentum would run in torch and be refused by us. So does
+    Adagrad's ``initial_accumulator_value`` (:data:`OPEN_FINDINGS`).
     """
     overrides: dict[str, Any] = {}
     if rng.random() < 0.5:
         overrides["lr"] = float(lr * rng.choice((0.3, 3.0)))
-    shared = {"foreach", "nesterov", "momentum", "dampening"}
+    shared = {"foreach", "nesterov", "momentum", "dampening", "initial_accumulator_value"}
     keys = [key for key in sorted(OPTIMIZERS[name].choices) if key not in shared]
     if keys and rng.random() < 0.5:
         key = keys[int(rng.integers(len(keys)))]
@@ -361,13 +375,14 @@ def _lr_pair(config: Config, base: float | None = None) -> tuple[Any, Any, Any]:
     """``(ours, torch's, torch scheduler builder or None)`` for the configured lr kind, at ``base``
     (a group's own lr) or the configuration's lr. A schedule stepped per epoch is read at
     ``count // epoch`` on our side; torch's scheduler is stepped once every ``epoch`` updates."""
+    import jax.numpy as jnp
     import torch
 
     from parity.schedules_for_cases import exponential_lr
 
     lr = config.lr if base is None else base
     if config.lr_kind == "float32_tensor":
-        return np.float32(lr), torch.tensor(lr, dtype=torch.float32), None
+        return jnp.asarray(lr, jnp.float32), torch.tensor(lr, dtype=torch.float32), None
     if config.lr_kind == "float64_tensor":
         return np.float64(lr), torch.tensor(lr, dtype=torch.float64), None
     if config.lr_kind == "schedule":
@@ -540,11 +555,16 @@ def _by_step(config: Config) -> dict[int, list[tuple[Any, ...]]]:
 
 def _torch_event(event: tuple[Any, ...], optimizer: Any) -> None:
     """torch's half of an event (``to_torch`` is done by :func:`_events`, which has our state)."""
+    import torch
+
     kind, name, value, *group = event
     if kind == "set":
         for index, param_group in enumerate(optimizer.param_groups):
             if not group or index == group[0]:
-                param_group[name] = value
+                current = param_group[name]
+                # A tensor lr stays a tensor of its dtype; a new one, as the groups may share one.
+                is_tensor = hasattr(current, "dtype")
+                param_group[name] = torch.tensor(value, dtype=current.dtype) if is_tensor else value
     elif kind == "checkpoint":
         optimizer.load_state_dict(copy.deepcopy(optimizer.state_dict()))
 

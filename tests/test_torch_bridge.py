@@ -508,3 +508,34 @@ def test_bridged_rmsprop_without_a_buffer_refuses_momentum_like_torch():
         fresh.param_groups[0]["momentum"] = 0.9
         state = _step_both(fresh, fresh_tensors, tx, fo.set_hyperparams(state, momentum=0.9), 5)
         assert bool(state.inner_state.momentum_buffer_set)
+
+
+@pytest.mark.parametrize(
+    "torch_class, kwargs",
+    [
+        pytest.param(torch.optim.AdamW, dict(weight_decay=0.1), id="AdamW"),
+        pytest.param(torch.optim.ASGD, dict(lambd=1e-2, t0=10), id="ASGD"),
+        pytest.param(torch.optim.NAdam, dict(weight_decay=0.1), id="NAdam"),
+    ],
+)
+def test_a_float32_tensor_lr_stays_settable_and_float32(torch_class, kwargs):
+    """``fo.set_hyperparams(state, lr=x)`` on a converted ``lr=torch.tensor(0.01)`` is torch's
+    ``param_groups[0]["lr"].fill_(x)``: the lr stays a float32 tensor, and so does torch's
+    arithmetic with it. The bridge held it as a static numpy.float32 (``'lr' is not a settable
+    hyperparameter``). 50 float64 steps, the lr set at step 20 and 35, within the contract."""
+
+    def build(tensors):
+        return torch_class(tensors, lr=torch.tensor(0.01), **kwargs)
+
+    def set_lr(step, optimizer, state):
+        if step in (20, 35):
+            optimizer.param_groups[0]["lr"].fill_(0.01 * step / 40)
+            return fo.set_hyperparams(state, lr=0.01 * step / 40)
+        return state
+
+    params = [np.asarray(p.detach().numpy(), np.float64) for p in _params((4, 3), (3,))]
+    with jax.enable_x64(True):
+        tx, state = fo.from_torch(build([torch.tensor(p, requires_grad=True) for p in params]))
+        assert state.hyperparams["lr"].dtype == jnp.float32
+    report = verify.compare(build, tx, params, steps=50, before_step=set_lr)
+    assert report.passed, str(report)

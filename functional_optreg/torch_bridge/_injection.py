@@ -75,7 +75,9 @@ def inject(
             packed.append(name)
             values[name] = np.asarray(value, dtype=np.float64)
         else:
-            values[name] = value if isinstance(value, np.float32) else float(value)
+            # A float32 tensor (torch's lr=torch.tensor(0.01)) as a float32 array: settable, and
+            # optax keeps its dtype (a numpy.float32 would be static, a float would widen).
+            values[name] = jnp.asarray(value) if isinstance(value, np.float32) else float(value)
     build = _unpacking(factory, frozenset(packed))
     return optax.inject_hyperparams(build, static_args=tuple(static), hyperparam_dtype=dtype)(**values)
 
