@@ -285,6 +285,24 @@ def test_open_finding_adagrad_group_initial_accumulator_value():
     assert result.passed, str(result)
 
 
+@pytest.mark.xfail(strict=True, reason="fuzz.OPEN_FINDINGS: float32_lr_decoupled_decay_fma")
+@pytest.mark.parametrize("bridge", [False, True])
+def test_open_finding_float32_lr_decoupled_decay_fma(bridge):
+    config = Config(
+        "adamw",
+        {"weight_decay": 0.1},
+        0.09551912736962634,
+        "float32_tensor",
+        ((5,),),
+        events=((21, "set", "lr", 0.009551912736962634),),
+        steps=22,
+        seed=1028700552,
+        bridge=bridge,
+    )
+    result = fuzz.run(config)
+    assert result.passed, str(result)
+
+
 def test_cli_runs_a_counted_fuzz(capsys):
     assert cli.main(["fuzz", "--count", "2", "--seed", "1"]) == 0
     assert "fuzz: 2 configurations, 100 steps compared, 0 failed" in capsys.readouterr().out
