@@ -19,8 +19,32 @@ U64 = 2.0**-53
 EPS32 = 2.0**-23
 """float32 machine epsilon (the spacing of floats at 1; one rounding is off by ≤ EPS32/2)."""
 
+U32 = 2.0**-24
+"""float32 unit roundoff: one correctly rounded operation (or a decimal stored in float32) is off by at most ``U32``."""
+
 BF16_EPS = 2.0**-7
 """bfloat16 machine epsilon (8 significand bits: the spacing at 1, twice the unit roundoff)."""
+
+
+def gamma32(k: int) -> float:
+    """Higham's γ_k for float32, ``k·U32 / (1 − k·U32)``: the relative error of a value reached through ``k``
+    float32 roundings (+ − × ÷ √, decimals stored in float32) whose condition numbers are ≤ 1, i.e. products,
+    quotients and same-sign sums, no cancellation. A float64 reference adds ≲ k·U64, inside γ_k's second-order
+    slack (k²·U32² ≫ k·U64).
+
+    >>> gamma32(1) > U32
+    True
+    """
+    return k * U32 / (1 - k * U32)
+
+
+def gamma64(k: int) -> float:
+    """Higham's γ_k for float64, ``k·U64 / (1 − k·U64)``: as ``gamma32``, for ``k`` float64 roundings.
+
+    >>> gamma64(2) < 1e-15
+    True
+    """
+    return k * U64 / (1 - k * U64)
 
 
 def relative_error(ours, ref, scale: float | None = None) -> float:
