@@ -8,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 import torch
+from bounds import gamma32
 from state_trajectories import assert_close_to_torch, run_both
 
 import functional_optreg as fo
@@ -82,7 +83,8 @@ def test_eps_is_added_after_the_square_root():
     tx = fo.rmsprop(lr=1.0, alpha=alpha, eps=eps)
     params = {"w": jnp.zeros(1)}
     updates, _ = tx.update({"w": jnp.full(1, g)}, tx.init(params), params)
-    np.testing.assert_allclose(updates["w"], [-g / (g + eps)], rtol=1e-6)
+    # float32 roundings, none cancelling: g, g·g, √, eps, + eps, ÷ (alpha = 0 and lr = 1 are exact).
+    np.testing.assert_allclose(updates["w"], [-g / (g + eps)], rtol=gamma32(6))
 
 
 def test_centered_subtracts_the_squared_mean():
@@ -90,9 +92,10 @@ def test_centered_subtracts_the_squared_mean():
     tx = fo.rmsprop(lr=1.0, alpha=0.5, eps=0.0, centered=True)
     params = {"w": jnp.zeros(1)}
     updates, state = tx.update({"w": jnp.full(1, 4.0)}, tx.init(params), params)
-    np.testing.assert_allclose(state.square_avg["w"], [8.0])
-    np.testing.assert_allclose(state.grad_avg["w"], [2.0])
-    np.testing.assert_allclose(updates["w"], [-4.0 / np.sqrt(8.0 - 4.0)])
+    # Dyadic values and √4 = 2: exact in float32.
+    np.testing.assert_array_equal(state.square_avg["w"], [8.0])
+    np.testing.assert_array_equal(state.grad_avg["w"], [2.0])
+    np.testing.assert_array_equal(updates["w"], [-4.0 / np.sqrt(8.0 - 4.0)])
 
 
 def test_weight_decay_needs_params():
@@ -118,8 +121,13 @@ def test_inject_hyperparams_with_zero_momentum_under_jit():
     params = {"w": jnp.array([0.5, -1.0])}
     state = tx.init(params)
     updates, _ = jax.jit(tx.update)({"w": jnp.array([0.2, 0.7])}, state, params)
-    expected, _ = fo.rmsprop(lr=0.1).update({"w": jnp.array([0.2, 0.7])}, fo.rmsprop().init(params))
-    np.testing.assert_allclose(updates["w"], expected["w"], rtol=1e-6)
+    # inject_hyperparams holds alpha as a float32, so 1 − alpha is 1 − fl32(0.99) (exact, but 9.5e-7 relative off
+    # 0.01: the rounding of 0.99 cancels, up to 99·U32): the reference gets that alpha. Then the float32 inputs (g,
+    # 1 − alpha, eps, lr) are the same, jit or eager (XLA may fuse into FMAs): each side's 6 op roundings (g·g,
+    # ·(1 − alpha), √, + eps, ÷, ·lr; no cancellation) keep it within γ_6 of exact arithmetic.
+    reference = fo.rmsprop(lr=0.1, alpha=float(np.float32(0.99)))
+    expected, _ = reference.update({"w": jnp.array([0.2, 0.7])}, reference.init(params))
+    np.testing.assert_allclose(updates["w"], expected["w"], rtol=2 * gamma32(6))
 
 
 def test_momentum_schedule_is_read_per_step():
@@ -130,10 +138,10 @@ def test_momentum_schedule_is_read_per_step():
     params = {"w": jnp.zeros(1)}
     state = tx.init(params)
     _, state = tx.update({"w": jnp.full(1, 3.0)}, state, params)
-    np.testing.assert_allclose(state.momentum_buffer["w"], [1.0])
+    np.testing.assert_array_equal(state.momentum_buffer["w"], [1.0])  # √9 = 3, 3 / 3: exact
     updates, state = tx.update({"w": jnp.full(1, -2.0)}, state, params)
-    np.testing.assert_allclose(state.momentum_buffer["w"], [-0.5])
-    np.testing.assert_allclose(updates["w"], [0.5])
+    np.testing.assert_array_equal(state.momentum_buffer["w"], [-0.5])
+    np.testing.assert_array_equal(updates["w"], [0.5])
 
 
 def _momentum_buffers(optimizer, state):
@@ -203,6 +211,10 @@ def test_momentum_switched_on_after_the_first_step_is_refused_like_torch():
     step = jax.jit(tx.update)
     with pytest.raises(ValueError, match="KeyError: 'momentum_buffer'"), fo.original_errors():
         jax.block_until_ready(step(params, state, params))
-    # With momentum back at 0 the step is the plain one: square_avg 0.99·0.01 + 0.01·1 = 0.0199.
+    # With momentum back at 0 the step is the plain one: square_avg α·(1 − α) + (1 − α)·1 (≈ 0.0199), where α is
+    # the injected float32 0.99 and 1 − α is exact in float32 (but not 0.01: the rounding of 0.99 cancels).
+    alpha = float(np.float32(0.99))
     updates, _ = step(params, fo.set_hyperparams(state, momentum=0.0), params)
-    np.testing.assert_allclose(updates, -0.1 / (np.sqrt(0.0199) + 1e-8), rtol=1e-6)
+    # float32 roundings, none cancelling: α·(1 − α), the sum, √, 1e-8, + 1e-8, 0.1, ÷.
+    expected = -0.1 / (np.sqrt(alpha * (1 - alpha) + (1 - alpha)) + 1e-8)
+    np.testing.assert_allclose(updates, expected, rtol=gamma32(7))
