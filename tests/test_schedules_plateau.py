@@ -8,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 import torch
+from bounds import BF16_EPS, U32, gamma32, gamma64
 
 import functional_optreg as fo
 
@@ -66,7 +67,8 @@ def test_state_matches_torch_after_every_metric(name, seed):
         for index, (metric, row) in enumerate(zip(metrics, expected)):
             lr_before = float(state.last_lr)
             scaled, state = update(updates, state, value=metric)
-            assert float(scaled["w"][0]) == pytest.approx(lr_before / lr, rel=1e-15)
+            # One float64 division each side (≤ u, and only if the operands differ in form): ≤ 2u apart.
+            assert float(scaled["w"][0]) == pytest.approx(lr_before / lr, rel=gamma64(2), abs=0)
             ours = (
                 float(state.last_lr),
                 float(state.best),
@@ -178,13 +180,16 @@ def test_chained_after_optimizer_reads_value_and_rescales_every_leaf():
         ref_updates, ref_state = reference.update(grads, ref_state, params)
         for ours, ref in zip(jax.tree.leaves(updates), jax.tree.leaves(ref_updates)):
             assert ours.dtype == ref.dtype
+            # scale is a power of two times fl32(0.01)/0.01 (≤ U32 off it); ours is the scaled update rounded to the
+            # leaf's dtype: float32 ≤ 2 roundings apart, bfloat16 both sides a rounding of nearly the same value, so
+            # at most one bfloat16 ulp apart (≤ BF16_EPS relative).
             np.testing.assert_allclose(
                 np.asarray(ours, np.float32),
                 scale * np.asarray(ref, np.float32),
-                rtol=1e-2 if ours.dtype == jnp.bfloat16 else 1e-6,
+                rtol=BF16_EPS + U32 if ours.dtype == jnp.bfloat16 else gamma32(3),
             )
         traces.append(scale)
-    assert traces == pytest.approx([1.0, 1.0, 0.5, 0.25], rel=1e-6)
+    assert traces == pytest.approx([1.0, 1.0, 0.5, 0.25], rel=U32, abs=0)  # fl32(0.01)·2⁻ᵏ / 0.01
 
 
 def test_state_dtypes_follow_the_default_float():
