@@ -280,4 +280,4 @@ def test_pairing_example_runs_and_learns():
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     losses = example.train(steps=101)
-    assert losses[-1] < 0.1 * losses[0]
+    assert losses[-1] < 0.1 * losses[0]  # a training-progress margin, not a rounding bound
