@@ -85,6 +85,8 @@ def test_float32_masters_match_torch(name, ours, torch_class, kwargs, low):
             np.testing.assert_allclose(a, b, rtol=F32_RTOL, atol=F32_ATOL, err_msg=f"masters, step {k + 1}")
         for a, b, u, ma, mb in zip(ours_low, theirs_low, ulp, ours_m, theirs_m):
             difference = np.abs(a - b)
+            # Derived: a cast moves each value by < one target ulp, so the casts of two masters differ by at most
+            # one ulp past the masters' own difference.
             allowed = u + np.abs(ma - mb)
             assert np.all(difference <= allowed), f"low-precision params differ beyond rounding at step {k + 1}"
             flips += int(np.count_nonzero(difference))
