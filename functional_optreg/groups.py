@@ -26,6 +26,7 @@ import numpy as np
 import optax
 
 from functional_optreg import _tree
+from functional_optreg.optimizers import _records
 
 Selector = Any
 """A regex (``str`` / ``re.Pattern``), a predicate ``fn(path, leaf) -> bool``, a bool tree or
@@ -191,7 +192,10 @@ def param_groups(
       centered, ... Differences: torch validates only the constructor's defaults, we validate
       every group's values; torch silently stores unknown keys in a group, we reject them; torch
       leaves tensors that are in no group untouched, here that needs ``default_group="frozen"``.
-      Torch's schedulers scale every group's lr; here give each group its own schedule.
+      Torch's schedulers scale every group's lr; here give each group its own schedule. As in
+      torch, a group's Adagrad ``initial_accumulator_value`` is validated but ignored: every
+      parameter's accumulator starts at the shared (``defaults``) value, since torch's constructor
+      fills the state from its own argument (``OptimizerRecord.constructor_only``).
 
     Example:
       >>> import jax.numpy as jnp, optax, functional_optreg as fo
@@ -213,6 +217,8 @@ def param_groups(
         raise ValueError("param_groups got an empty list of groups and no default_group")
     accepted = _accepted_names(optimizer)
     _check_names(defaults, accepted, "param_groups", optimizer_name)
+    record = _records.record_of_factory(optimizer)
+    constructor_only = record.constructor_only if record is not None else ()
 
     transforms: dict[int, optax.GradientTransformation] = {}
     selectors = []
@@ -224,9 +230,13 @@ def param_groups(
         overrides = {name: value for name, value in group.items() if name != "params"}
         _check_names(overrides, accepted, f"parameter group {index}", optimizer_name)
         try:
-            transforms[index] = _skip_when_empty(optimizer(**{**defaults, **overrides}))
+            group_optimizer = optimizer(**{**defaults, **overrides})
         except (ValueError, RuntimeError) as error:
             raise type(error)(f"parameter group {index}: {error}") from error
+        if any(name in overrides for name in constructor_only):
+            kept = {name: value for name, value in overrides.items() if name not in constructor_only}
+            group_optimizer = optimizer(**{**defaults, **kept})
+        transforms[index] = _skip_when_empty(group_optimizer)
         selectors.append(_compile_selector(index, group["params"]))
     default_index = len(groups)
     if default_group is True:

@@ -215,28 +215,6 @@ KNOWN_DEVIATIONS = {
 """Differences the fuzzer found that are torch's (or the CPU kernel's) and that it avoids
 generating, with the reason. Reported in the closing note, not hidden."""
 
-OPEN_FINDINGS = {
-    "adagrad_group_initial_accumulator_value": (
-        "torch.optim.Adagrad fills every parameter's 'sum' with the constructor's "
-        "initial_accumulator_value and ignores a param group's own (its __init__ reads the argument, "
-        "not group['initial_accumulator_value']); fo.param_groups gives the group's factory the "
-        "group's value (1.8e-2 relative at step 1). The fix belongs to functional_optreg/groups.py"
-    ),
-    "float32_lr_decoupled_decay_fma": (
-        "with a float32 tensor lr and a traced weight decay (fo.from_torch, inject_hyperparams under "
-        "jit), XLA fuses AdamW's float32 factor 1 - lr * weight_decay into one fused multiply-add, "
-        "rounded once where torch rounds the product and then the difference (0.99044806 vs torch's "
-        "0.9904481 for lr 0.0955, weight_decay 0.1; 6.2e-8 relative at step 1); an optimization "
-        "barrier does not stop it. A product of two float32 numbers is exact in float64, so forming it "
-        "there and rounding to float32 would match torch. The fix belongs to the optimizers with a "
-        "decoupled decay (adam.py, nadam.py, radam.py)"
-    ),
-}
-"""Divergences the fuzzer found in code it does not own, with the reproducers in
-parity/test_fuzz.py (xfails that turn into failures once fixed); the generator avoids them (no
-per-group ``initial_accumulator_value``; a float64 tensor lr instead of a float32 one where a
-decoupled decay is injected) until they are closed."""
-
 
 def generate(rng: np.random.Generator, steps: int = STEPS) -> Config:
     """A random configuration (reproducible from ``rng``)."""
@@ -286,10 +264,6 @@ def generate(rng: np.random.Generator, steps: int = STEPS) -> Config:
         for kind in ("from_torch", "to_torch"):
             if rng.random() < 0.5 and (round_trips or kind == "from_torch"):
                 events.append((int(rng.integers(1, steps)), kind, "", 0))
-    decoupled = name == "adamw" or kwargs.get("decoupled_weight_decay")
-    injected = bridge or any(event[1] == "set" for event in events)
-    if lr_kind == "float32_tensor" and decoupled and injected:
-        lr_kind = "float64_tensor"  # OPEN_FINDINGS float32_lr_decoupled_decay_fma
     return Config(
         name,
         kwargs,
@@ -311,13 +285,12 @@ def _group_overrides(name: str, lr: float, rng: np.random.Generator) -> dict[str
     """A param group's own hyperparameters: its lr and one other argument, each half the time.
 
     SGD's momentum, dampening and nesterov stay shared: torch validates only the defaults, so a
-    group with nesterov and no momentum would run in torch and be refused by us. So does
-    Adagrad's ``initial_accumulator_value`` (:data:`OPEN_FINDINGS`).
+    group with nesterov and no momentum would run in torch and be refused by us.
     """
     overrides: dict[str, Any] = {}
     if rng.random() < 0.5:
         overrides["lr"] = float(lr * rng.choice((0.3, 3.0)))
-    shared = {"foreach", "nesterov", "momentum", "dampening", "initial_accumulator_value"}
+    shared = {"foreach", "nesterov", "momentum", "dampening"}
     keys = [key for key in sorted(OPTIMIZERS[name].choices) if key not in shared]
     if keys and rng.random() < 0.5:
         key = keys[int(rng.integers(len(keys)))]

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 
 from functional_optreg import _scalars
 from functional_optreg.optimizers._records import RECORDS
@@ -230,6 +231,39 @@ FIRST_FOUND += [
     for bridge in (True, False)
 ]
 
+FIRST_FOUND += [
+    # torch.optim.Adagrad fills every parameter's "sum" from the constructor's
+    # initial_accumulator_value and ignores a group's own; fo.param_groups used the group's
+    # (1.8e-2 relative at step 1).
+    Config(
+        "adagrad",
+        {"initial_accumulator_value": 0.1},
+        0.008,
+        "float",
+        ((5,), (5,)),
+        steps=1,
+        groups=((1, {}), (1, {"initial_accumulator_value": 0.0})),
+    ),
+]
+
+FIRST_FOUND += [
+    # A float32 tensor lr with an injected weight decay: XLA:CPU contracted AdamW's float32
+    # 1 - lr * weight_decay into a fused multiply-add, one rounding where torch has two
+    # (0.99044806 vs 0.9904481; 6.2e-8 relative at step 1 for float64 parameters).
+    Config(
+        "adamw",
+        {"weight_decay": 0.1},
+        0.09551912736962634,
+        "float32_tensor",
+        ((5,),),
+        events=((21, "set", "lr", 0.009551912736962634),),
+        steps=22,
+        seed=1028700552,
+        bridge=bridge,
+    )
+    for bridge in (False, True)
+]
+
 SCALE_1E8 = [
     # Parameters at 1e-8 with lr 0.01: the steps dominate the parameters, which oscillate around
     # 0; every rounding difference grows about fivefold per step. Ours differed from torch's
@@ -256,6 +290,23 @@ def test_bias_corrections_are_torchs_double_expression():
             np.testing.assert_array_equal(ours, [1 - beta ** float(step) for step in steps])
 
 
+def test_decay_factor_is_torchs_float32_expression():
+    """A float32 tensor lr's ``1 - lr * weight_decay`` rounds twice in torch; compiled, ours must
+    too (XLA:CPU contracted it into one fused multiply-add before), with ``weight_decay`` static
+    or traced, in float32 or float64."""
+    rng = np.random.default_rng(0)
+    lrs = np.exp(rng.uniform(np.log(1e-4), np.log(1.0), 2000)).astype(np.float32)
+    decays = np.exp(rng.uniform(np.log(1e-4), np.log(1.0), 2000))
+    # torch's adamw: param.mul_(1 - lr * weight_decay), lr a float32 tensor, weight_decay a float
+    expected = np.array([(1 - torch.tensor(lr) * float(wd)).item() for lr, wd in zip(lrs, decays)], np.float32)
+    with jax.enable_x64(True):
+        for dtype in (jnp.float32, jnp.float64):
+            traced = jax.jit(jax.vmap(lambda lr, wd: _scalars.decay_factor(lr, wd, True)))
+            np.testing.assert_array_equal(traced(jnp.asarray(lrs), jnp.asarray(decays, dtype)), expected)
+        static = jax.jit(lambda lr: _scalars.decay_factor(lr, float(decays[0]), True))
+        assert static(jnp.asarray(lrs[0])) == expected[0]
+
+
 def test_a_wrong_formula_fails_where_torch_is_chaotic(monkeypatch):
     """Torch's own floor lifts the bound only to ALLOWANCE x the floor: AdamW's decay missing
     (fo.adam posing as AdamW) is still found in a configuration that amplifies rounding."""
@@ -268,39 +319,6 @@ def test_a_wrong_formula_fails_where_torch_is_chaotic(monkeypatch):
 def test_floors_of_a_stable_configuration_are_within_the_contract():
     floors = fuzz.torch_floors(Config("adam", {}, 0.01, "float", ((5,), (3, 4)), seed=3))
     assert floors.shape == (fuzz.STEPS,) and 0 < np.max(floors) <= 1e-12
-
-
-@pytest.mark.xfail(strict=True, reason="fuzz.OPEN_FINDINGS: adagrad_group_initial_accumulator_value")
-def test_open_finding_adagrad_group_initial_accumulator_value():
-    config = Config(
-        "adagrad",
-        {"initial_accumulator_value": 0.1},
-        0.008,
-        "float",
-        ((5,), (5,)),
-        steps=1,
-        groups=((1, {}), (1, {"initial_accumulator_value": 0.0})),
-    )
-    result = fuzz.run(config)
-    assert result.passed, str(result)
-
-
-@pytest.mark.xfail(strict=True, reason="fuzz.OPEN_FINDINGS: float32_lr_decoupled_decay_fma")
-@pytest.mark.parametrize("bridge", [False, True])
-def test_open_finding_float32_lr_decoupled_decay_fma(bridge):
-    config = Config(
-        "adamw",
-        {"weight_decay": 0.1},
-        0.09551912736962634,
-        "float32_tensor",
-        ((5,),),
-        events=((21, "set", "lr", 0.009551912736962634),),
-        steps=22,
-        seed=1028700552,
-        bridge=bridge,
-    )
-    result = fuzz.run(config)
-    assert result.passed, str(result)
 
 
 def test_cli_runs_a_counted_fuzz(capsys):

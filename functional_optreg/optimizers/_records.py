@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -63,6 +64,10 @@ class OptimizerRecord:
       structural: numeric hyperparameters that fix the update's structure (Muon's ``ns_steps``,
         a loop count), so a converted optimizer keeps them static: ``fo.set_hyperparams`` cannot
         change them.
+      constructor_only: hyperparameters torch takes from the constructor's arguments even where a
+        param group sets its own (Adagrad's ``initial_accumulator_value``: its ``__init__`` fills
+        every parameter's ``sum`` from the argument, and ``step`` never reads it), so
+        :func:`functional_optreg.param_groups` ignores a group's value there as torch does.
     """
 
     torch_name: str
@@ -80,6 +85,7 @@ class OptimizerRecord:
     permutations: str = "any"
     presence: tuple[tuple[str, str], ...] = ()
     structural: tuple[str, ...] = ()
+    constructor_only: tuple[str, ...] = ()
 
     @property
     def state_fields(self) -> frozenset[str]:
@@ -149,6 +155,7 @@ RECORDS: Mapping[str, OptimizerRecord] = {
             ("foreach", "fused", "differentiable"),
             state=("step", "sum"),
             eager_state=True,
+            constructor_only=("initial_accumulator_value",),
         ),
         OptimizerRecord("Adadelta", "adadelta", "adadelta", _NO_FUSED, state=("step", "square_avg", "acc_delta")),
         OptimizerRecord("Adamax", "adamax", "adamax", _NO_FUSED, state=("step", "exp_avg", "exp_inf")),
@@ -207,3 +214,14 @@ RECORDS: Mapping[str, OptimizerRecord] = {
     )
 }
 """Every torch.optim optimizer class, by class name."""
+
+
+def record_of_factory(factory: Callable[..., Any]) -> OptimizerRecord | None:
+    """The record whose factory ``factory`` is, or wraps (``optax.inject_hyperparams(fo.adagrad)``
+    wraps ``fo.adagrad``); ``None`` for any other callable."""
+    target = inspect.unwrap(factory)
+    name = getattr(target, "__name__", None)
+    for record in RECORDS.values():
+        if record.factory_name == name and inspect.unwrap(record.load_factory()) is target:
+            return record
+    return None

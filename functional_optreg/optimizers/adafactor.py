@@ -187,9 +187,7 @@ def adafactor(
             update = scale * update
             if use_weight_decay and float32_lr:
                 # torch: param.mul_(1 - lr * weight_decay), the factor a float32 tensor.
-                update = (
-                    update + ((1 - lr_t * _scalars.as_float32_if(weight_decay, float32_lr)).astype(p.dtype) - 1) * p
-                )
+                update = update + (_scalars.decay_factor(lr_t, weight_decay, float32_lr).astype(p.dtype) - 1) * p
             elif use_weight_decay:
                 update = update - (lr_t * weight_decay) * p
             return update.astype(dtype), row_var, col_var, variance

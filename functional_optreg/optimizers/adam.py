@@ -116,7 +116,7 @@ def adam(
             if use_weight_decay:
                 if decoupled_weight_decay:
                     # torch: param.mul_(1 - lr * weight_decay) (a float32 factor for a float32 tensor lr).
-                    factor = 1 - lr_t * _scalars.as_float32_if(weight_decay, float32_lr)
+                    factor = _scalars.decay_factor(lr_t, weight_decay, float32_lr)
                     decayed = p * jnp.asarray(factor).astype(p.dtype)
                 else:
                     g = _common.add_weight_decay(g, p, weight_decay)

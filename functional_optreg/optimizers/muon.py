@@ -204,7 +204,7 @@ def muon(
             step = -(lr_t * _lr_ratio(adjust_lr_fn, g.shape)) * ortho
             if use_weight_decay:
                 # Decay, then step; as a delta, so that p + delta is torch's new parameter.
-                decayed = p * (1 - lr_t * _scalars.as_float32_if(weight_decay, _scalars.is_float32_tensor_lr(lr)))
+                decayed = p * _scalars.decay_factor(lr_t, weight_decay, _scalars.is_float32_tensor_lr(lr))
                 decayed = jnp.where(p == p, decayed, p)
                 return _common.delta(decayed + step, p), buf
             return step, buf

@@ -145,7 +145,7 @@ def nadam(
             new_p = p
             if use_weight_decay:
                 if decoupled_weight_decay:
-                    new_p = p * (1 - lr_t * _scalars.as_float32_if(weight_decay, float32_lr))
+                    new_p = p * _scalars.decay_factor(lr_t, weight_decay, float32_lr)
                 else:
                     g = _common.add_weight_decay(g, p, weight_decay)
             exp_avg = _scalars.lerp(exp_avg, g, 1 - beta1_t)

@@ -161,7 +161,7 @@ def radam(
             decayed = None
             if use_weight_decay:
                 if decoupled_weight_decay:
-                    decayed = p * (1 - lr_t * _scalars.as_float32_if(weight_decay, _scalars.is_float32_tensor_lr(lr)))
+                    decayed = p * _scalars.decay_factor(lr_t, weight_decay, _scalars.is_float32_tensor_lr(lr))
                 else:
                     g = _common.add_weight_decay(g, p, weight_decay)
             exp_avg = _scalars.lerp(exp_avg, g, 1 - beta1_t)
