@@ -1,4 +1,6 @@
-"""``python -m parity``: the quick run is part of the test suite; failures give exit status 1."""
+"""``python -m parity``: filters, the report (summary, plots, the seed CNN end to end, L-BFGS) and
+exit status 1 on a failure. The cases themselves run in test_catalog.py, test_lbfgs.py and
+test_seed_cnn.py, so the report is exercised on three families rather than the whole quick run."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ from parity.case import Case
 
 
 def test_quick_run_passes_and_writes_report(tmp_path, capsys):
-    status = cli.main(["--quick", "--dtype", "float64", "--report-dir", str(tmp_path)])
+    families = ["sgd", "adam", "lbfgs"]
+    status = cli.main(["--quick", "--dtype", "float64", "--optimizer", *families, "--report-dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert status == 0, out
     assert "0 failed" in out
@@ -20,6 +23,7 @@ def test_quick_run_passes_and_writes_report(tmp_path, capsys):
     assert (tmp_path / "adam.png").stat().st_size > 1000
     assert "seed_cnn/adam+l2 | float64 | 20 |" in summary
     assert "| lbfgs/" in summary
+    assert "| rmsprop/" not in summary, "the families filter was not applied"
     assert (tmp_path / "seed_cnn.png").stat().st_size > 1000
 
 
