@@ -231,6 +231,9 @@ def from_torch(
     for g, group in enumerate(groups):
         overrides = converted.overrides(g, starts[g], group.hyperparams)
         kwargs = factory_kwargs(adapter, factory, group.hyperparams, overrides)
+        # torch reads these from its constructor's arguments, whatever the group holds (Adagrad
+        # fills every accumulator from its own initial_accumulator_value).
+        kwargs.update({key: optimizer.defaults[key] for key in adapter.constructor_only if key in kwargs})
         tx = _injection.inject(adapter, factory, kwargs, converted.driven(overrides), dtype)
         transforms.append(converted.group_transform(g, tx, group.hyperparams))
     spec = TorchOptimizerSpec(adapter.torch_name, groups, layout, converted, tuple(starts))
