@@ -10,12 +10,8 @@
 # One torch (OpenMP/MKL) thread per pytest worker: two workers on two cores with two OpenMP threads
 # each oversubscribe the cores, and OpenMP's spinning barriers then cost milliseconds per small op
 # (torch's sparse add_ went from 0.02 ms to 8 ms: the SparseAdam cases took 7 s each, not 1 s).
-# A JAX compilation cache per worker (conftest.py), in a fresh directory removed at the end.
 set -euo pipefail
 export OMP_NUM_THREADS=1
-FO_TEST_COMPILATION_CACHE=$(mktemp -d)
-export FO_TEST_COMPILATION_CACHE
-trap 'rm -rf "$FO_TEST_COMPILATION_CACHE"' EXIT
 cd "$(dirname "$0")/.."
 python=${PYTHON:-.venv/bin/python}
 "$python" -m pytest -q -n 2 --durations=15
