@@ -11,6 +11,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -103,18 +104,29 @@ def _ns_inputs(dtype):
     return {f"{shape}-{k}": rng.normal(size=shape).astype(dtype) for shape in _NS_SHAPES for k in range(20)}
 
 
-def _torch_newton_schulz_at(level, inputs, tmp_path):
-    """Torch's iteration on ``inputs`` in a fresh process whose kernel level is ``level``."""
-    source, result = tmp_path / f"in-{level}.npz", tmp_path / f"out-{level}.npz"
-    np.savez(source, **inputs)
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": level}
-    subprocess.run([sys.executable, "-c", _TORCH_NEWTON_SCHULZ, source, result], env=env, check=True, timeout=120)
-    with np.load(result) as outputs:
-        return {key: outputs[key] for key in outputs.files}
+_TORCH_AT_LEVEL: dict[str, dict[str, np.ndarray]] = {}
+
+
+def _torch_newton_schulz_at(level, dtype):
+    """Torch's iteration on ``_ns_inputs(dtype)`` in a fresh process whose kernel level is ``level``.
+
+    One process per level computes both dtypes' inputs (each start imports torch: seconds of CI)."""
+    if level not in _TORCH_AT_LEVEL:
+        inputs = {f"{name}/{key}": m for name in ("float32", "float64") for key, m in _ns_inputs(name).items()}
+        with tempfile.TemporaryDirectory() as folder:
+            source, result = pathlib.Path(folder, "in.npz"), pathlib.Path(folder, "out.npz")
+            np.savez(source, **inputs)
+            env = {**os.environ, "ATEN_CPU_CAPABILITY": level}
+            command = [sys.executable, "-c", _TORCH_NEWTON_SCHULZ, source, result]
+            subprocess.run(command, env=env, check=True, timeout=120)
+            with np.load(result) as outputs:
+                _TORCH_AT_LEVEL[level] = {key: outputs[key] for key in outputs.files}
+    prefix = f"{dtype}/"
+    return {key[len(prefix) :]: m for key, m in _TORCH_AT_LEVEL[level].items() if key.startswith(prefix)}
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_newton_schulz_matches_torchs_to_bfloat16_resolution(dtype, tmp_path):
+def test_newton_schulz_matches_torchs_to_bfloat16_resolution(dtype):
     """Both iterations round to bfloat16 at the same places, but where a float32 intermediate falls
     relative to a bfloat16 boundary depends on fused multiply-adds and the norm's summation order,
     which move with the machine in torch too. So ours must stay within one bfloat16 ulp (2⁻⁸)
@@ -130,7 +142,7 @@ def test_newton_schulz_matches_torchs_to_bfloat16_resolution(dtype, tmp_path):
     spread = 0.0
     for level in ("default", "avx2", "avx512"):
         if level != current:
-            other = _torch_newton_schulz_at(level, inputs, tmp_path)
+            other = _torch_newton_schulz_at(level, dtype)
             spread = max(spread, max(_normwise(other[key], theirs[key]) for key in inputs))
     bound = max(2.0**-8, spread)
     with jax.enable_x64(dtype == "float64"):

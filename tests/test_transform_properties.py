@@ -35,6 +35,20 @@ def _run_steps(tx, params, steps=3, jit=True, scales=None):
     return params, state
 
 
+_DEFAULT_RUNS: dict[str, tuple] = {}
+
+
+def _default_run(case):
+    """``_run_steps(case.make_transform(), small_params())`` and its scales, computed once per case:
+    five properties below read this same jitted float32 run (one compile instead of five; compiles
+    are ~85% of this file's time)."""
+    if case.name not in _DEFAULT_RUNS:
+        scales = []
+        params, state = _run_steps(case.make_transform(), small_params(), scales=scales)
+        _DEFAULT_RUNS[case.name] = (params, state, scales)
+    return _DEFAULT_RUNS[case.name]
+
+
 UPDATE_ULPS = 32
 """Two float32 runs of the same update rule that differ only in compilation (jit fusion, FMA
 contraction, hyperparameters as traced arrays or folded constants) round differently: each
@@ -71,7 +85,7 @@ def test_jit_does_not_recompile(case):
 def test_jit_matches_eager(case):
     tx = case.make_transform()
     scales = []
-    jitted, _ = _run_steps(tx, small_params(), jit=True)
+    jitted, _, _ = _default_run(case)
     eager, _ = _run_steps(tx, small_params(), jit=False, scales=scales)
     _assert_within_rounding(jitted, eager, scales)
 
@@ -80,7 +94,10 @@ def test_jit_matches_eager(case):
 def test_dtypes_are_preserved(case, dtype):
     with jax.enable_x64(dtype == "float64"):
         params = small_params(jnp.dtype(dtype))
-        new_params, state = _run_steps(case.make_transform(), params)
+        if dtype == "float32":
+            new_params, state, _ = _default_run(case)
+        else:
+            new_params, state = _run_steps(case.make_transform(), params)
         for before, after in zip(jax.tree.leaves(params), jax.tree.leaves(new_params)):
             assert after.dtype == before.dtype
             assert bool(jnp.all(jnp.isfinite(after)))
@@ -91,13 +108,13 @@ def test_dtypes_are_preserved(case, dtype):
 
 def test_update_changes_params(case):
     params = small_params()
-    new_params, _ = _run_steps(case.make_transform(), params)
+    new_params, _, _ = _default_run(case)
     moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(new_params))]
     assert any(moved)
 
 
 def test_inside_chain_equals_alone(case):
-    alone, _ = _run_steps(case.make_transform(), small_params())
+    alone, _, _ = _default_run(case)
     chained, _ = _run_steps(optax.chain(optax.identity(), case.make_transform()), small_params())
     for a, b in zip(jax.tree.leaves(alone), jax.tree.leaves(chained)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -113,17 +130,19 @@ def test_masked_leaves_untouched(case):
     new_params, _ = _run_steps(masked, params)
     np.testing.assert_array_equal(new_params["dense"]["bias"], params["dense"]["bias"])
     np.testing.assert_array_equal(new_params["temperature"], params["temperature"])
+    scales = []
     alone, _ = _run_steps(
-        case.make_transform(), {"conv": params["conv"], "dense": {"kernel": params["dense"]["kernel"]}}
+        case.make_transform(), {"conv": params["conv"], "dense": {"kernel": params["dense"]["kernel"]}}, scales=scales
     )
-    np.testing.assert_allclose(new_params["conv"]["kernel"], alone["conv"]["kernel"], rtol=1e-6)
+    # The same update rule on the same leaf, compiled into another program (masked and chained): only
+    # fusion and FMA contraction differ, within UPDATE_ULPS (scales[0] is the conv kernel's).
+    _assert_within_rounding([new_params["conv"]["kernel"]], [alone["conv"]["kernel"]], scales[:1])
 
 
 def test_inject_hyperparams_matches_constant(case):
     injected = optax.inject_hyperparams(case.ours)(**case.kwargs, **case.ours_kwargs)
-    scales = []
     with_injection, state = _run_steps(injected, small_params())
-    constant, _ = _run_steps(case.make_transform(), small_params(), scales=scales)
+    constant, _, scales = _default_run(case)
     _assert_within_rounding(with_injection, constant, scales)
     assert isinstance(state.hyperparams, dict)
 
