@@ -535,8 +535,20 @@ def torch_floors(config: Config, two_groups: bool, layout: Layout) -> dict[str, 
     return floors
 
 
+_RESUME_ERRORS: dict[tuple[str, bool, Layout], dict[str, float]] = {}
+
+
+def _resume_errors(config: Config, two_groups: bool, layout: Layout) -> dict[str, float]:
+    """:func:`run_resume`, once per configuration and process: the L-BFGS floors test reads
+    test_resume's run when both run in one process (an L-BFGS program compiles for seconds)."""
+    key = (config.name, two_groups, layout)
+    if key not in _RESUME_ERRORS:
+        _RESUME_ERRORS[key] = run_resume(config, two_groups, layout)
+    return _RESUME_ERRORS[key]
+
+
 def _check(config: Config, two_groups: bool = False, layout: Layout = Layout("list")) -> None:
-    errors = run_resume(config, two_groups, layout)
+    errors = _resume_errors(config, two_groups, layout)
     missed = {label: error for label, error in errors.items() if not error <= RTOL}
     if not missed:
         return
@@ -595,7 +607,7 @@ def test_torch_floors_cover_what_lbfgs_compares():
     """The floors that judge LBFGS on a machine where it misses 1e-12: measured for every quantity
     a resume run compares after the conversion; torch's parameters move under a rounding."""
     config = _BY_NAME["LBFGS-strong_wolfe"]
-    errors = run_resume(config, False, Layout("list"))
+    errors = _resume_errors(config, False, Layout("list"))
     floors = torch_floors(config, False, Layout("list"))
     assert set(floors) == {label for label in errors if not label.startswith("converted")}
     assert max(floors[f"JAX continuation, step {step + 1}"] for step in range(K, K + M)) > 0
