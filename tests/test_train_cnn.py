@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import gzip
 import struct
+from fractions import Fraction
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from bounds import gamma32
 
 import functional_optreg as fo
 from examples import train_cnn
@@ -73,7 +75,8 @@ def test_load_mnist_from_idx_files(tmp_path):
     mnist = data_lib.load_mnist(tmp_path)
     assert mnist.train_images.shape == (6, 28, 28, 1) and mnist.test_images.shape == (4, 28, 28, 1)
     assert mnist.train_images.dtype == np.float32 and mnist.train_labels.dtype == np.int32
-    np.testing.assert_allclose(mnist.train_images[..., 0] * 255, arrays["train_images"], atol=1e-4)
+    # Two float32 roundings of a pixel p ≤ 255: the loader's p / 255 and this · 255 (no cancellation), so ≤ γ₂·p.
+    np.testing.assert_allclose(mnist.train_images[..., 0] * 255, arrays["train_images"], rtol=gamma32(2), atol=0)
     np.testing.assert_array_equal(mnist.test_labels, arrays["test_labels"])
     (tmp_path / "train-images-idx3-ubyte").unlink()
     with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
@@ -95,12 +98,30 @@ def test_digits_shapes_and_ranges(digits):
     np.testing.assert_array_equal(again.test_images, digits.test_images)
 
 
+def _bilinear_weight_sums(size, new_size):
+    """Per source pixel, the total weight bilinear resizing (half-pixel centres, each output's in-range weights
+    normalized to sum to 1, as jax.image.resize) gives it over all outputs, in exact rational arithmetic."""
+    sums = [Fraction(0)] * size
+    for out in range(new_size):
+        centre = (out + Fraction(1, 2)) * Fraction(size, new_size) - Fraction(1, 2)
+        weights = [max(Fraction(0), 1 - abs(centre - source)) for source in range(size)]
+        sums = [total + weight / sum(weights) for total, weight in zip(sums, weights)]
+    return sums
+
+
 def test_upsample_keeps_constant_images_and_the_mean():
+    # Per axis each output has ≤ 2 nonzero weights, normalized by a sum and a quotient (their sum within γ₂ of 1); in
+    # either contraction order the two axes add ≤ 4 roundings (a product of two weights or of a partial result and a
+    # weight, then ≤ 3 additions; 0.25 scales exactly): ≤ 8 float32 roundings of non-negative terms.
     constant = np.full((2, 8, 8), 0.25)
-    np.testing.assert_allclose(data_lib.upsample(constant), 0.25, rtol=1e-6)
+    np.testing.assert_allclose(data_lib.upsample(constant), 0.25, rtol=gamma32(8), atol=0)
+    # 8 → 28 keeps the mean exactly in exact arithmetic (every source pixel's weights sum to 28/8), so what is left is
+    # rounding of non-negative terms: per output pixel the float32 cast and ≤ 9 (the 8 above and the product with a
+    # pixel that is no power of two), then the float32 mean of 784 of them (γ₇₈₄ in any order), relative to the mean.
+    assert _bilinear_weight_sums(8, 28) == [Fraction(28, 8)] * 8
     rng = np.random.default_rng(0)
     image = rng.uniform(size=(1, 8, 8))
-    assert abs(data_lib.upsample(image).mean() - image.mean()) < 0.02
+    assert abs(data_lib.upsample(image).mean() - image.mean()) <= (gamma32(10) + gamma32(784)) * image.mean()
 
 
 def test_batches_cover_each_epoch_once():
