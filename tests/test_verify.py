@@ -102,12 +102,13 @@ def test_loss_pair_reports_losses_and_plots(tmp_path):
     assert report.losses.shape == (50, 2)
     report.plot(str(tmp_path / "curve.png"))
     assert (tmp_path / "curve.png").stat().st_size > 1000
-    differences, bounds = _loss_differences_and_bounds(params, report.losses)
-    assert np.all(differences <= bounds), np.max(differences / bounds)
+    losses, bounds = _losses_and_bounds(params, steps=50)
+    np.testing.assert_array_equal(report.losses, losses)  # the same deterministic run, recorded
+    assert np.all(np.abs(losses[:, 0] - losses[:, 1]) <= bounds), np.max(np.abs(losses[:, 0] - losses[:, 1]) / bounds)
 
 
-def _loss_differences_and_bounds(params, losses):
-    r"""Per step, ``|L_torch − L_ours|`` and its bound, from the same run recorded with both sides' parameters.
+def _losses_and_bounds(params, steps):
+    r"""The run's ``(torch, ours)`` losses per step and a bound on ``|L_torch − L_ours|``, from both sides' parameters.
 
     The loss :math:`\sum \tfrac12 h(\theta - \theta^\star)^2 + \sigma n\theta` is a sum of terms of both signs, so
     it is judged against the sum of their magnitudes :math:`S`, not against itself. Each side rounds each term ≤ 4
@@ -120,17 +121,22 @@ def _loss_differences_and_bounds(params, losses):
     _, curvature, target = verify._quadratic_terms(params, 0)
     stream = verify.quadratic_gradients(params)
     depth = 1 + max(leaf.size for leaf in leaves) + len(leaves) + 4
-    points = [(leaves, leaves)]
+    points, losses = [(leaves, leaves)], []
+
+    def record(view):
+        points.append((view.torch_leaves(), view.jax_leaves()))
+        losses.append(view.loss)
+
     verify.run(
         lambda ps: torch.optim.Adam(ps, lr=0.01),
         fo.adam(lr=0.01),
         params,
         verify.quadratic_losses(params),
-        steps=len(losses),
-        after_step=lambda view: points.append((view.torch_leaves(), view.jax_leaves())),
+        steps=steps,
+        after_step=record,
     )
     bounds = []
-    for step, (theirs, ours) in enumerate(points[: len(losses)]):
+    for step, (theirs, ours) in enumerate(points[:steps]):  # the loss of step t is taken before step t
         noise = [0.1 * np.random.default_rng([0, step]).normal(size=leaf.shape) for leaf in leaves]
         terms = sum(
             np.sum(0.5 * h * (theta - star) ** 2 + np.abs(n * theta))
@@ -141,7 +147,7 @@ def _loss_differences_and_bounds(params, losses):
             for g, mine, theta in zip(stream(step, theirs), ours, theirs)
         )
         bounds.append(2 * gamma64(depth) * terms + moved)
-    return np.abs(losses[:, 0] - losses[:, 1]), np.asarray(bounds)
+    return np.asarray(losses), np.asarray(bounds)
 
 
 def test_table_lists_failures():
