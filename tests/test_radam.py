@@ -143,9 +143,9 @@ def _float32_rho_bound(beta2, steps, exact):
     evaluation with its i-th rounding scaled by :math:`1 + \delta_i`, :math:`|\hat\rho - \rho| \leq
     |\rho(0) - \rho| + \sum_i |\partial\rho/\partial\delta_i|\,w_i`: the series' truncation (the formula in exact
     arithmetic against mpmath) plus the roundings weighted by their sensitivities (autodiff in float64, which also
-    sees the cancellation between ρ_∞ and the rest). Second-order terms are dropped: the intermediates are at most
-    ~2.4·max(1, ρ) + ρ_∞ ≤ 20 where ρ_∞ enters (ρ ≥ 0.42ρ_∞ − 0.6 once y ≥ 1; e ≥ 0.1 otherwise), so they are
-    below (Σw)²·20 ≈ 1e-10 of max(1, |ρ|).
+    sees the cancellation between ρ_∞ and the rest). Second-order terms are dropped: where ρ_∞ enters, either
+    y ≥ 1, so ρ ≥ 0.42ρ_∞ − 0.6 and no intermediate exceeds ~2.4·max(1, ρ) + 1.4, or e ≥ 0.1, so ρ_∞ ≤ 19; with
+    Σw ≤ 42·U32 they stay below (Σw)²·20 ≈ 1e-10 of max(1, |ρ|).
     """
     kinds: list[str] = []
     _float32_rho_path(beta2, 1.0, True, np.zeros(64), kinds)
