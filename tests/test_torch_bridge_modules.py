@@ -483,8 +483,9 @@ def test_batch_norm_running_var_conventions_are_explicit():
             jnp.asarray(batch),
             mutable=["batch_stats"],
         )
-    # A variance of n values, two-pass (torch's CPU kernel, NumPy), updating (Welford) or E[x²] − E[x]² (flax's fast
-    # variance), is within 2γ_{n+4}·κ² relative, κ² = Σx²/Σ(x − x̄)² ≥ 1 (Chan, Golub & LeVeque 1983); the running
+    # A variance of n values, two-pass (NumPy), updating (Welford; either may be torch's kernel) or E[x²] − E[x]²
+    # (flax's fast variance), is within 2γ_{n+4}·κ² relative, κ² = Σx²/Σ(x − x̄)² ≥ 1 (Chan, Golub & LeVeque 1983;
+    # the textbook form's nκ²u is the largest, the others' nu + n²κ²u² and nκu lie under it to first order); the running
     # update then adds three roundings of non-negative terms, with each side's own constants (torch's 1 − 0.1 is
     # 0.9, flax's 1 − 0.9 is not 0.1). Each side and the NumPy reference are within that of the exact value.
     n = len(batch)
