@@ -3,20 +3,28 @@
 A check on traced values (``clip_grad_norm(error_if_nonfinite=True)``, ``nonfinite_policy("raise")``,
 a non-zero ``weight_decay`` without params) can only run when the compiled step runs, through
 ``jax.debug.callback``. jax 0.10.2 turns an exception raised there into a
-``jax.errors.JaxRuntimeError`` whose text is fixed by jaxlib: ``INTERNAL: CpuCallback error
-calling callback:``, the whole Python stack of the calling thread (about 1,500 characters), and
-only then ``RuntimeError: <message>``. Nothing inside the traced function changes that text:
-``checkify.check`` refuses to be staged without the caller's ``checkify.checkify``,
-``io_callback`` / ``pure_callback`` report errors the same way, and jaxlib offers no hook that
-re-raises a callback's exception with its own type.
+``jax.errors.JaxRuntimeError`` whose text jaxlib writes: ``INTERNAL: CpuCallback error calling
+callback:``, a traceback, then ``RuntimeError: <message>``. jaxlib's traceback is not the
+exception's own but every frame of the stack the exception was first raised on, from the
+outermost: raised inside the callback, that is the caller's whole stack down through jax's
+dispatch (about 1,500 characters before the message). Nothing inside the traced function changes
+the text's form: ``checkify.check`` refuses to be staged without the caller's
+``checkify.checkify``, ``io_callback`` / ``pure_callback`` report errors the same way, and jaxlib
+offers no hook that re-raises a callback's exception with its own type.
 
-So each check remembers the exception it raised, and :func:`original_errors`, wrapped around the
-call of the user's compiled step, re-raises that exception (its type, its message first, naming
-the argument or tree path) in place of the ``JaxRuntimeError``.
+So a failed check does two things:
+
+- it raises its exception again on a fresh thread's stack (:func:`_on_a_fresh_stack`), whose only
+  frame is one of this module's: jaxlib's text is then the fixed prefix, one ``File`` line and the
+  message (about 200 characters before the message, and nothing of the caller's stack);
+- it remembers the exception, and :func:`original_errors`, wrapped around the call of the user's
+  compiled step, re-raises it (its type, its message first, naming the argument or tree path) in
+  place of the ``JaxRuntimeError``.
 """
 
 from __future__ import annotations
 
+import _thread
 import collections
 import contextlib
 import threading
@@ -46,9 +54,29 @@ def check(check_fn: Callable[..., None], *args: Any) -> None:
         except Exception as error:
             with _LOCK:
                 _REMEMBERED.append(error)
-            raise
+            raise _on_a_fresh_stack(error) from None
 
     jax.debug.callback(remembering, *args)
+
+
+def _on_a_fresh_stack(error: Exception) -> Exception:
+    """``error``, raised again in the first frame of a new thread, so that its innermost traceback
+    frame has no callers: jaxlib prints the stack above that frame (see the module docstring)."""
+    error = error.with_traceback(None)
+    finished = _thread.allocate_lock()
+    finished.acquire()
+
+    def first_frame() -> None:
+        try:
+            raise error
+        except Exception:
+            pass
+        finally:
+            finished.release()
+
+    _thread.start_new_thread(first_frame, ())
+    finished.acquire()
+    return error
 
 
 def _remembered_in(text: str) -> Exception | None:
@@ -83,7 +111,7 @@ def original_errors() -> Iterator[None]:
 
     PyTorch equivalence:
       none needed in torch, whose checks run eagerly; this restores the eager experience for
-      jitted steps (without it the same message ends the ``JaxRuntimeError``'s text).
+      jitted steps (without it the same message ends the ``JaxRuntimeError``'s short text).
     """
     try:
         yield

@@ -113,9 +113,10 @@ def clip_grad_norm(
       error_if_nonfinite: raise when the total norm is ``nan`` or ``±inf``. Outside ``jit`` the
         update raises torch's ``RuntimeError`` at once. Under ``jit`` (or ``vmap``/``scan``) the
         check runs on the device through ``jax.debug.callback``: the compiled call raises a
-        ``jax.errors.JaxRuntimeError`` (a ``RuntimeError``) whose text ends with torch's message;
-        call the compiled step inside :func:`functional_optreg.original_errors` to get torch's ``RuntimeError``
-        itself, message first.
+        ``jax.errors.JaxRuntimeError`` (a ``RuntimeError``: jaxlib's prefix, one ``File`` line,
+        then torch's message); call the compiled step inside
+        :func:`functional_optreg.original_errors` to get torch's ``RuntimeError`` itself, message
+        first.
       foreach: torch's implementation flag; accepted, no effect under XLA.
 
     Returns:

@@ -123,9 +123,10 @@ def nonfinite_policy(
       ``"raise"`` outside ``jit`` raises ``RuntimeError`` at once, naming the first non-finite
       gradient's path. Under ``jit`` (and ``vmap``/``scan``) the check runs on the device through
       ``jax.debug.callback``: the compiled call raises ``jax.errors.JaxRuntimeError`` (a
-      ``RuntimeError``) whose text ends with the same message when its results are produced, so
-      a jitted ``params, state = step(...)`` never returns non-finite values. Call the compiled
-      step inside :func:`functional_optreg.original_errors` to get the ``RuntimeError`` itself, message first.
+      ``RuntimeError``: jaxlib's prefix, one ``File`` line, then the same message) when its results
+      are produced, so a jitted ``params, state = step(...)`` never returns non-finite values. Call
+      the compiled step inside :func:`functional_optreg.original_errors` to get the
+      ``RuntimeError`` itself, message first.
 
     PyTorch equivalence:
       ``"propagate"`` is plain ``optimizer.step()``. ``"raise"`` corresponds to

@@ -49,3 +49,22 @@ def test_works_as_a_decorator():
     step = fo.original_errors()(jax.jit(tx.update))
     with pytest.raises(RuntimeError, match=r"^Non-finite gradients \(nan or inf\) at \['w'\]"):
         jax.block_until_ready(step({"w": jnp.array([jnp.nan, 1.0])}, tx.init(params), params))
+
+
+def test_without_original_errors_the_text_is_short_and_holds_no_caller_frame():
+    """jaxlib prints the stack the exception was first raised on; a failed check raises it again as
+    the first frame of a fresh thread, so the text is the prefix, one of our frames and the message
+    (before: the caller's whole stack, ~1,500 characters, before the message)."""
+    tx = fo.clip_grad_norm(1.0, error_if_nonfinite=True)
+    grads = {"w": jnp.array([1.0, jnp.nan])}
+
+    def user_training_loop():
+        return jax.block_until_ready(jax.jit(tx.update)(grads, tx.init(grads)))
+
+    with pytest.raises(jax.errors.JaxRuntimeError) as raw:
+        user_training_loop()
+    lines = str(raw.value).splitlines()
+    assert lines[0] == "INTERNAL: CpuCallback error calling callback: Traceback (most recent call last):"
+    assert len(lines) == 3 and lines[1].startswith("  File ") and "_device_errors.py" in lines[1]
+    assert lines[2].startswith("RuntimeError: The total norm of order 2.0 for gradients from `parameters`")
+    assert "user_training_loop" not in str(raw.value)

@@ -189,7 +189,8 @@ def test_raise_under_jit_raises_when_run():
 
 def test_raise_under_jit_inside_original_errors_gives_the_message_first():
     """A user's ``jax.jit`` step: the JaxRuntimeError's text starts with jaxlib's callback report
-    and the Python stack; inside fo.original_errors the RuntimeError itself comes back."""
+    (tests/test_device_errors.py checks its form); inside fo.original_errors the RuntimeError
+    itself comes back."""
     tx = fo.nonfinite_policy(fo.sgd(lr=0.1), "raise")
     params = {"layer": {"w": jnp.ones(3), "b": jnp.ones(2)}}
     step = jax.jit(tx.update)

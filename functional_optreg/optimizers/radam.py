@@ -40,8 +40,12 @@ def sma_length(beta2: Any, step: jax.Array) -> jax.Array:
         \rho_t = \Big(\rho_\infty - \frac{2}{\ell}\Big) + t
             - \frac{2}{\ell}\Big(\frac{y}{e^y - 1} - 1 + \frac{y}{2}\Big),
 
-    with both brackets summed as series where they are small, which keeps float32 accurate to a
-    few units in the last place of :math:`\rho_t`.
+    with both brackets summed as series where they are small. Float32's first-order error bound
+    (derived per step in ``tests/test_radam.py``, premise: XLA's float32 ``log1p``/``expm1`` within
+    2 ulps) is at most 12 eps of :math:`\max(1, \rho_t)` for :math:`\beta_2 \in \{0.99, 0.999,
+    0.9999\}`; for :math:`\beta_2 \le 0.9` the first bracket is computed as written and cancels
+    itself (19 − 18.98 at :math:`\beta_2 = 0.9`), so the bound reaches 68 eps at :math:`t = 1`
+    (3 eps measured; the median over the tested steps is 1–2 eps).
     """
     dtype = jnp.result_type(float)
     t = jnp.asarray(step, dtype)
