@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from bounds import U64
+from bounds import EPS32, U32, U64, XLA32_POW_ULPS, ulp_error
 from state_trajectories import side_by_side
 
 import functional_optreg as fo
@@ -109,13 +109,20 @@ def test_eta_uses_the_previous_updates_learning_rate():
     params = {"w": jnp.zeros(1)}
     state = tx.init(params)
     expected_etas = [0.1]  # the first update uses the learning rate at initialisation
+    # eta = lr / (1 + c)^α in float32, lr = fl32(0.1)·0.5^count, c = λ·lr·t ≤ 0.05 (λ·lr exact). Roundings times
+    # their condition factor on eta (first order): fl32(0.1) and 0.1 · 0.5^count: 1 − α·c/(1 + c) ≤ 1 each; · t:
+    # α·c/(1 + c) ≤ 0.04; 1 + c: α = 0.75; ÷: 1 — 3.79·U32. 0.5^count (a float pow in XLA too) and (1 + c)^α enter
+    # with factor ≤ 1 each; premise (checked here): XLA's pow within XLA32_POW_ULPS ulps, an ulp ≤ EPS32 relative.
+    rtol = 3.8 * U32 + 2 * XLA32_POW_ULPS * EPS32
     for count in range(4):
-        # eta in float32: 0.1 and (no cancellation) λ·lr·t, 1 + ·, ÷ round ≤ 5 times (3e-7); the power ^0.75 is a
-        # float32 pow (not correctly rounded, a few ulps, condition 0.75): 1e-6 (8.4 ulps) covers both. The update
-        # with g = 1, p = 0 is −eta exactly, so against float32(expected) one rounding more.
-        np.testing.assert_allclose(state.eta, expected_etas[-1], rtol=1e-6)
+        step = jnp.asarray(count, jnp.int32)
+        assert ulp_error(0.5**step, 0.5**count) <= XLA32_POW_ULPS
+        base = 1.0 + lambd * schedule(step) * jnp.float32(count + 1)  # as fo.asgd forms it
+        assert ulp_error(jnp.power(base, alpha), np.float64(base) ** alpha) <= XLA32_POW_ULPS
+        np.testing.assert_allclose(state.eta, expected_etas[-1], rtol=rtol)
         updates, state = tx.update({"w": jnp.ones(1)}, state, params)
-        np.testing.assert_allclose(updates["w"], -np.float32(expected_etas[-1]), rtol=1e-6)
+        # With g = 1, p = 0 the update is −eta exactly; float32(expected) is one rounding more.
+        np.testing.assert_allclose(updates["w"], -np.float32(expected_etas[-1]), rtol=rtol + U32)
         lr = schedule(count)
         expected_etas.append(lr / (1 + lambd * lr * (count + 1)) ** alpha)
 
