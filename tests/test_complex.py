@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 import torch
-from bounds import relative_error
+from bounds import EPS32, U32, XLA32_COMPLEX_ABS_ULPS, relative_error, ulp_error
 
 import functional_optreg as fo
 from functional_optreg import verify
@@ -178,10 +178,18 @@ def test_complex_penalty_and_clipping_compose():
     params = {"z": jnp.asarray([3 + 4j, 0j], jnp.complex64)}
     tx = optax.chain(fo.l2_penalty(0.1), fo.clip_grad_norm(0.25), fo.sgd(lr=1.0))
     updates, state = tx.update({"z": jnp.zeros(2, jnp.complex64)}, tx.init(params), params)
-    # complex64, nothing cancels: 0.1 and the penalty's product, the norm's square, sum and √ (leaf and total), 1e-6,
-    # + and ÷ of the coefficient, its product: ≤ 10 roundings (6e-7) plus the complex |·| (XLA's hypot, ~1 ulp).
+    # complex64, g = 0.1·z, update −0.25·g/(|g| + 1e-6): moving g by Δ moves it by ≤ |Δ|/|g| relative (the map's
+    # Jacobian has norm 1/(|g| + 1e-6)), so every rounding has condition factor ≤ 1 (first order): fl32(0.1), the
+    # penalty's product (per part, ≤ U32·|g| together), the leaf norm's |g|² (½, under the √) and √, the total's
+    # square (½) and √ (the sums add 0), fl32(1e-6), 1 ÷ (n + 1e-6) and its + (· 0.25 exact), the product (per
+    # part): 9·U32; the sign and lr = 1 are exact. Premise (checked here): the complex |g| within
+    # XLA32_COMPLEX_ABS_ULPS ulps, an ulp ≤ EPS32 relative, reaching the coefficient with factor |g|/(|g| + 1e-6) ≤ 1.
+    penalized = 0.1 * params["z"]  # as l2_penalty forms it
+    exact = np.abs(np.asarray(penalized).astype(np.complex128))
+    assert np.all(ulp_error(jnp.abs(penalized), exact) <= XLA32_COMPLEX_ABS_ULPS)
     expected = -np.asarray([0.3 + 0.4j, 0]) * 0.25 / (0.5 + 1e-6)
-    np.testing.assert_allclose(np.asarray(updates["z"]), expected, rtol=1e-6)
+    rtol = 9 * U32 + XLA32_COMPLEX_ABS_ULPS * EPS32
+    np.testing.assert_allclose(np.asarray(updates["z"]), expected, rtol=rtol)
 
 
 def test_verify_engine_sees_the_complex_case_as_real_pairs():
