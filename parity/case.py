@@ -10,6 +10,7 @@ import numpy as np
 import optax
 
 from functional_optreg import verify
+from parity import chaos
 
 DTYPES = ("float64", "float32")
 DEFAULT_STEPS = 60
@@ -79,18 +80,66 @@ class Case:
         return self.torch(tensors, **self.kwargs, **self.torch_kwargs)
 
 
-def run_case(case: Case, dtype: str) -> verify.ParityReport:
-    """Run ``case`` in ``dtype`` through the comparison engine."""
+@dataclasses.dataclass
+class CaseReport(verify.ParityReport):
+    """A case's :class:`~functional_optreg.verify.ParityReport` with the chaos rule's verdict.
+
+    A free-running trajectory can amplify a rounding: where torch itself, perturbed by one rounding
+    per step, drifts outside the contract (a sensitive stretch, e.g. float32 Adafactor with lr 0.3
+    near steps 17–27, where torch against itself reaches an assert_close ratio of 12.7), no
+    reimplementation can be held to the contract there, and which side of it ours lands on depends
+    on the machine's roundings (XLA's elemental emitters gave 1.66 where its fusion emitters give
+    0.23). So a case that misses the contract is judged against torch's own floor, measured in the
+    same run (:func:`parity.chaos.judge`: where the floor is within the contract, the contract
+    still holds; elsewhere 100 times the floor). ``verdict`` is ``None`` when the contract held.
+    """
+
+    verdict: chaos.Verdict | None = None
+
+    @property
+    def within_contract(self) -> bool:
+        return super().passed
+
+    @property
+    def passed(self) -> bool:
+        return self.within_contract or (self.verdict is not None and self.verdict.passed)
+
+    def summary(self) -> str:
+        if self.verdict is None:
+            return super().summary()
+        outcome = "PASS" if self.verdict.passed else "FAIL"
+        return f"{super().summary()}; against torch's own floor: {outcome}, {self.verdict.reason}"
+
+
+def run_case(case: Case, dtype: str) -> CaseReport:
+    """Run ``case`` in ``dtype`` through the comparison engine; where the contract is missed,
+    judge it against torch's own floor (:class:`CaseReport`)."""
     params = case.params()
-    return verify.compare(
-        torch_optimizer=case.make_torch,
-        transform=case.make_transform(),
-        params=params,
-        gradient=case.gradient(params) if case.gradient is not None else None,
-        steps=case.steps,
-        dtype=dtype,
-        torch_scheduler=case.torch_scheduler,
-        metric=case.metric,
-        before_step=case.before_step,
-        name=case.name,
-    )
+
+    def run(transform, after_step=None, compare=False):
+        arguments = dict(
+            torch_optimizer=case.make_torch,
+            transform=transform,
+            params=params,
+            gradient=case.gradient(params) if case.gradient is not None else None,
+            steps=case.steps,
+            dtype=dtype,
+            torch_scheduler=case.torch_scheduler,
+            metric=case.metric,
+            before_step=case.before_step,
+        )
+        if compare:
+            return verify.compare(**arguments, name=case.name)
+        return verify.run(**arguments, after_step=after_step)
+
+    report = run(case.make_transform(), compare=True)
+    fields = {field.name: getattr(report, field.name) for field in dataclasses.fields(report)}
+    if report.passed:
+        return CaseReport(**fields)
+    floors = chaos.step_rounding_floors(lambda observer: run(None, after_step=observer), dtype)
+    errors = report.relative_errors if dtype == "float64" else report.closeness
+    sensitivity = chaos.Sensitivity(floors, np.zeros(len(floors), bool))
+    # Per step, not cumulative: these trajectories have no branches to flip, so torch's floor at a step
+    # (its own accumulated drift there) is the comparison; a sensitive stretch ends where it ends.
+    verdict = chaos.judge(errors, np.ones(len(errors), bool), dtype, sensitivity, cumulative=False)
+    return CaseReport(**fields, verdict=verdict)

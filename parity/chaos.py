@@ -35,6 +35,7 @@ the rounding pattern of a different compiler.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
@@ -54,6 +55,56 @@ how far the two sides' evaluations of the *problem* (loss and gradient at the st
 optimizer) differ, measured in the same run, and at least the dtype's machine epsilon: XLA and
 ATen sum a reduction over many terms in other orders, so their gradients differ by more than one
 rounding, by an amount that depends on the problem and the machine."""
+
+
+STEP_ROUNDING_SEEDS = (0, 1, 2, 3)
+"""Random sign patterns of :class:`StepRounding`: each is one torch run perturbed at every step."""
+
+
+class StepRounding:
+    """An ``after_step`` observer of :func:`functional_optreg.verify.run` (torch alone) that records
+    torch's parameters after every step and, with a ``seed``, then moves every element by one
+    rounding of its leaf's largest magnitude so far (``±eps·max|leaf|``, random signs): the size of
+    the difference two implementations make at each step, where XLA and ATen round and fuse
+    multiply-adds in other places. Without a seed it only records (the reference run)."""
+
+    def __init__(self, seed: int | None):
+        self.rng = None if seed is None else np.random.default_rng(seed)
+        self.largest: list[float] = []
+        self.trajectory: list[list[np.ndarray]] = []
+
+    def __call__(self, view: verify.StepView) -> None:
+        if self.rng is not None:
+            import torch
+
+            with torch.no_grad():
+                for index, tensor in enumerate(view.tensors):
+                    values = tensor.detach().numpy()
+                    finite = np.abs(values[np.isfinite(values)])
+                    if index == len(self.largest):
+                        self.largest.append(0.0)
+                    self.largest[index] = max(self.largest[index], float(np.max(finite, initial=0.0)))
+                    signs = np.where(self.rng.random(values.shape) < 0.5, -1.0, 1.0)
+                    moved = values + signs * float(np.finfo(values.dtype).eps) * self.largest[index]
+                    tensor.copy_(torch.from_numpy(np.where(np.isfinite(values), moved, values).astype(values.dtype)))
+        self.trajectory.append(view.torch_leaves())
+
+
+def step_rounding_floors(run_torch: Callable[[StepRounding], object], dtype: str) -> np.ndarray:
+    """Per step, how far torch runs from itself when every step is perturbed by one rounding
+    (:class:`StepRounding`, over :data:`STEP_ROUNDING_SEEDS`), in the dtype's measure
+    (:func:`measure`, the largest over the leaves). ``run_torch(observer)`` runs torch alone through
+    :func:`functional_optreg.verify.run` with ``after_step=observer``."""
+    reference = StepRounding(None)
+    run_torch(reference)
+    error = measure(dtype)
+    floors = np.zeros(len(reference.trajectory))
+    for seed in STEP_ROUNDING_SEEDS:
+        perturbed = StepRounding(seed)
+        run_torch(perturbed)
+        for step, (theirs, moved) in enumerate(zip(reference.trajectory, perturbed.trajectory)):
+            floors[step] = max(floors[step], max(error(a, b) for a, b in zip(moved, theirs)))
+    return floors
 
 
 def contract(dtype: str) -> float:
