@@ -30,7 +30,9 @@ def bias_correction(beta: Any, step: jax.Array) -> jax.Array:
     torch by as much: invisible while steps are small against the parameters, but over 1e-12 once
     they are not (parameters at 1e-8 with lr 0.01, found by the fuzzer). In float32, where the
     same expression would lose three digits more than torch's double, ``−expm1(step·log1p(beta −
-    1))`` gives the double value to float32 rounding.
+    1))`` gives the double value to within a few float32 ulps (XLA:CPU's ``expm1``/``log1p`` are
+    not correctly rounded: measured up to 1.2 ulps for beta 0.9, 2.2 for 0.99 and 3.5 for 0.999
+    over steps up to 20,000).
     """
     step = jnp.asarray(step, dtype=jnp.result_type(float))
     if step.dtype == jnp.float64:
