@@ -66,10 +66,12 @@ class StepRounding:
     torch's parameters after every step and, with a ``seed``, then moves every element by one
     rounding of its leaf's largest magnitude so far (``±eps·max|leaf|``, random signs): the size of
     the difference two implementations make at each step, where XLA and ATen round and fuse
-    multiply-adds in other places. Without a seed it only records (the reference run)."""
+    multiply-adds in other places. Without a seed it only records (the reference run). ``record``
+    says what is recorded (default: torch's parameters)."""
 
-    def __init__(self, seed: int | None):
+    def __init__(self, seed: int | None, record: Callable[[verify.StepView], list[np.ndarray]] | None = None):
         self.rng = None if seed is None else np.random.default_rng(seed)
+        self.record = record if record is not None else verify.StepView.torch_leaves
         self.largest: list[float] = []
         self.trajectory: list[list[np.ndarray]] = []
 
@@ -87,7 +89,7 @@ class StepRounding:
                     signs = np.where(self.rng.random(values.shape) < 0.5, -1.0, 1.0)
                     moved = values + signs * float(np.finfo(values.dtype).eps) * self.largest[index]
                     tensor.copy_(torch.from_numpy(np.where(np.isfinite(values), moved, values).astype(values.dtype)))
-        self.trajectory.append(view.torch_leaves())
+        self.trajectory.append(self.record(view))
 
 
 def step_rounding_floors(run_torch: Callable[[StepRounding], object], dtype: str) -> np.ndarray:

@@ -635,61 +635,53 @@ def torch_zeros(shape: tuple[int, ...]) -> Any:
     return torch.zeros(shape, dtype=torch.float64, requires_grad=True)
 
 
-def _torch_trajectory(config: Config, seed: int | None) -> list[list[np.ndarray]]:
-    """torch's side of :func:`run` alone: per step, the parameters and every state tensor. With a
-    ``seed``, every parameter element is moved after each step by one rounding of its leaf's
-    largest magnitude so far (``±eps·max|leaf|``, random signs): the size of the difference two
-    implementations make at each step, where XLA and ATen round (and fuse multiply-adds) in other
-    places."""
-    import torch
-
-    side = _TorchSide(config)
-    params = _params(config)
-    gradient = _gradient(config, params)
-    tensors = [torch.tensor(p, requires_grad=True) for p in params.values()]
-    optimizer = side.optimizer(tensors)
-    scheduler = side.stepped_scheduler(optimizer) if side.scheduler_builder is not None else None
-    by_step = _by_step(config)
-    rng = np.random.default_rng(seed)
-    largest = [0.0] * len(tensors)
-    trajectory = []
-    for step in range(config.steps):
-        for event in by_step.get(step, ()):
-            _torch_event(event, optimizer)
-        current = [t.detach().numpy().copy() for t in tensors]
-        for tensor, grad in zip(tensors, gradient(step, current)):
-            tensor.grad = torch.from_numpy(np.array(grad, copy=True))
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        if seed is not None:
-            with torch.no_grad():
-                for index, tensor in enumerate(tensors):
-                    values = tensor.detach().numpy()
-                    finite = np.abs(values[np.isfinite(values)])
-                    largest[index] = max(largest[index], float(np.max(finite, initial=0.0)))
-                    signs = np.where(rng.random(values.shape) < 0.5, -1.0, 1.0)
-                    moved = values + signs * np.finfo(np.float64).eps * largest[index]
-                    tensor.copy_(torch.from_numpy(np.where(np.isfinite(values), moved, values)))
-        arrays = [t.detach().numpy().copy().reshape(-1) for t in tensors]
-        for tensor in tensors:
-            entries = optimizer.state.get(tensor, {})
-            arrays += [_as_array(entries[key]) for key in sorted(entries) if hasattr(entries[key], "detach")]
-        trajectory.append(arrays)
-    return trajectory
+def _torch_entries(view: Any) -> list[np.ndarray]:
+    """What the floors compare after a step: torch's parameters (flattened) and every state tensor."""
+    arrays = [leaf.reshape(-1) for leaf in view.torch_leaves()]
+    for tensor in view.tensors:
+        entries = view.optimizer.state.get(tensor, {})
+        arrays += [_as_array(entries[key]) for key in sorted(entries) if hasattr(entries[key], "detach")]
+    return arrays
 
 
 def torch_floors(config: Config) -> np.ndarray:
     """Per step, how far torch runs from itself when every step is perturbed by one rounding
-    (:func:`_torch_trajectory`): the largest error over :data:`FLOOR_SEEDS`, in the measure of
-    :func:`run` (relative to each entry's largest value so far)."""
+    (:class:`parity.chaos.StepRounding` through the engine, torch alone, with the configuration's
+    scheduler and torch's half of its events): the largest error over :data:`FLOOR_SEEDS`, in the
+    measure of :func:`run` (relative to each entry's largest value so far)."""
     from functional_optreg import verify
+    from parity import chaos
 
-    reference = _torch_trajectory(config, None)
+    params = _params(config)
+    by_step = _by_step(config)
+
+    def trajectory(seed: int | None) -> list[list[np.ndarray]]:
+        side = _TorchSide(config)
+
+        def events(step: int, optimizer: Any, state: Any) -> Any:
+            for event in by_step.get(step, ()):
+                _torch_event(event, optimizer)
+            return state
+
+        observer = chaos.StepRounding(seed, record=_torch_entries)
+        verify.run(
+            side.optimizer,
+            None,
+            list(params.values()),
+            _gradient(config, params),
+            steps=config.steps,
+            dtype="float64",
+            torch_scheduler=side.stepped_scheduler if side.scheduler_builder is not None else None,
+            before_step=events,
+            after_step=observer,
+        )
+        return observer.trajectory
+
+    reference = trajectory(None)
     floors = np.zeros(config.steps)
     for seed in FLOOR_SEEDS:
         largest: list[float] = []
-        for step, (perturbed, exact) in enumerate(zip(_torch_trajectory(config, seed), reference)):
+        for step, (perturbed, exact) in enumerate(zip(trajectory(seed), reference)):
             largest.extend([0.0] * (len(exact) - len(largest)))
             errors = []
             for index, (ours, theirs) in enumerate(zip(perturbed, exact)):
