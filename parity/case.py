@@ -116,8 +116,8 @@ def run_case(case: Case, dtype: str) -> CaseReport:
     judge it against torch's own floor (:class:`CaseReport`)."""
     params = case.params()
 
-    def run(transform, after_step=None, compare=False):
-        arguments = dict(
+    def arguments(transform):
+        return dict(
             torch_optimizer=case.make_torch,
             transform=transform,
             params=params,
@@ -128,15 +128,12 @@ def run_case(case: Case, dtype: str) -> CaseReport:
             metric=case.metric,
             before_step=case.before_step,
         )
-        if compare:
-            return verify.compare(**arguments, name=case.name)
-        return verify.run(**arguments, after_step=after_step)
 
-    report = run(case.make_transform(), compare=True)
+    report = verify.compare(**arguments(case.make_transform()), name=case.name)
     fields = {field.name: getattr(report, field.name) for field in dataclasses.fields(report)}
     if report.passed:
         return CaseReport(**fields)
-    floors = chaos.step_rounding_floors(lambda observer: run(None, after_step=observer), dtype)
+    floors = chaos.step_rounding_floors(lambda observer: verify.run(**arguments(None), after_step=observer), dtype)
     errors = report.relative_errors if dtype == "float64" else report.closeness
     sensitivity = chaos.Sensitivity(floors, np.zeros(len(floors), bool))
     # Per step, not cumulative: these trajectories have no branches to flip, so torch's floor at a step

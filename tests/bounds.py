@@ -9,6 +9,7 @@ the scale of what produced it, not against itself. ``relative_error`` is the con
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from functional_optreg import verify
@@ -95,3 +96,13 @@ XLA32_COMPLEX_ABS_ULPS = 2
 specification): the modulus within this many float32 ulps of the exact ``√(re² + im²)`` of its float32 parts.
 Measured: ≤ 1.97 over 4·10⁵ draws (normal parts, and parts over e^±20); a test relying on it checks it at its own
 inputs with ``ulp_error``."""
+
+
+def check_bias_correction_premise(beta, t) -> None:
+    """Assert :data:`XLA32_ELEMENTARY_ULPS` for the float32 log1p and expm1 of the bias correction
+    ``1 − beta**t`` as the optimizers evaluate it (``−expm1(t·log1p(beta − 1))``)."""
+    x = np.float32(beta - 1.0)
+    log1p = np.float32(jnp.log1p(x))
+    assert ulp_error(log1p, np.log1p(np.float64(x))) <= XLA32_ELEMENTARY_ULPS, (beta, "log1p")
+    y = np.float32(np.float32(t) * log1p)
+    assert ulp_error(jnp.expm1(y), np.expm1(np.float64(y))) <= XLA32_ELEMENTARY_ULPS, (beta, t, "expm1")

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from bounds import EPS32, U32, XLA32_ELEMENTARY_ULPS, ulp_error
+from bounds import EPS32, U32, XLA32_ELEMENTARY_ULPS, check_bias_correction_premise
 from state_trajectories import assert_close_to_torch, run_both
 
 import functional_optreg as fo
@@ -59,15 +59,6 @@ def test_eps_enters_the_maximum_and_decays_with_beta2():
     np.testing.assert_array_equal(updates["w"], [-0.5 / 2.0])
 
 
-def _check_elementary_premise(beta, t):
-    """XLA32_ELEMENTARY_ULPS holds for the float32 log1p and expm1 of the bias correction ``1 − beta**t``."""
-    x = np.float32(beta - 1.0)
-    log1p = np.float32(jnp.log1p(x))
-    assert ulp_error(log1p, np.log1p(np.float64(x))) <= XLA32_ELEMENTARY_ULPS, (beta, "log1p")
-    y = np.float32(np.float32(t) * log1p)
-    assert ulp_error(jnp.expm1(y), np.expm1(np.float64(y))) <= XLA32_ELEMENTARY_ULPS, (beta, t, "expm1")
-
-
 def test_only_the_first_moment_is_bias_corrected():
     # First step: exp_avg = (1 − β1)·g, corrected back to g; exp_inf = |g| + eps, uncorrected.
     g, eps = 2.0, 0.5
@@ -79,7 +70,7 @@ def test_only_the_first_moment_is_bias_corrected():
     # Roundings, each with condition factor 1 on the update (first order): fl32(0.1), 0.1 ÷ bc1, · exp_avg, ÷ 2.5:
     # 4·U32. Premise (checked here): log1p and expm1 within k = XLA32_ELEMENTARY_ULPS ulps (an ulp ≤ EPS32 relative);
     # log1p's error reaches bc1 = −expm1(y) times |y·e^y/expm1(y)| = 0.95 ≤ 1: bc1 within 2k·EPS32, factor 1.
-    _check_elementary_premise(0.9, 1)
+    check_bias_correction_premise(0.9, 1)
     rtol = 4 * U32 + 2 * XLA32_ELEMENTARY_ULPS * EPS32
     np.testing.assert_allclose(updates["w"], [-0.1 * g / (g + eps)], rtol=rtol)
 
@@ -97,7 +88,7 @@ def test_beta_schedules_are_read_per_step():
     # 2·U32, factor 1 each (first order). Premise (checked here): log1p and expm1 within k = XLA32_ELEMENTARY_ULPS ulps
     # (an ulp ≤ EPS32 relative); log1p's error reaches bc1 times |y·e^y/expm1(y)| = 2·ln 2·¼/¾ = 0.46 ≤ ½ (y = −2·ln 2,
     # the doubling exact): bc1 within (1 + ½)·k·EPS32, factor 1.
-    _check_elementary_premise(0.5, 2)
+    check_bias_correction_premise(0.5, 2)
     rtol = 2 * U32 + (1 + 1 / 2) * XLA32_ELEMENTARY_ULPS * EPS32
     np.testing.assert_allclose(updates["w"], [-(1.0 / 0.75) * 3.0 / 2.0], rtol=rtol)
 
