@@ -9,30 +9,58 @@ catalog: every family's first case in both dtypes, every L-BFGS case (chaotic: t
 machine-dependent bounds used to hide), the bridge's resume cases for every optimizer and the
 L-BFGS ones with a scheduler, and the seed CNN's main-job configuration.
 
-``slow``: the longest trajectories (the seed CNN's float64 runs but the main job's, the L-BFGS
-cases on the digits problems), left out of README's test command by ``-m "not slow"`` so that it
-stays within its time budget; ``python -m parity`` runs them all, and the ``numerics`` stages of
-``tests/run.sh`` run the L-BFGS ones under two other numerics.
+``slow``: what README's test command leaves out by ``-m "not slow"`` to stay within its time budget
+(15 minutes on two cores): the longest trajectories (the seed CNN's float64 runs but the main
+job's, the L-BFGS cases on the digits problems) and half of the catalog's dtype product. Every
+catalog configuration still runs there, in one dtype: a family's first case (the ``numerics``
+slice) in both, the others in turn, float64 and float32 alternating along the family's order
+(:func:`_default_dtype`), so both dtypes are proven for every family and each dtype for half of its
+configurations. ``python -m parity`` runs everything; the ``numerics`` stages of ``tests/run.sh``
+run the slow L-BFGS cases under two other numerics.
 """
 
 from __future__ import annotations
 
 import pytest
 
+from parity.catalog import all_cases
+
+
+def _catalog_case(item: pytest.Item):
+    """The catalog case an item runs, or ``None``."""
+    if item.module.__name__.endswith("test_catalog") and hasattr(item, "callspec"):
+        return item.callspec.params["case"]
+    return None
+
+
+def _default_dtype(position: int, dtypes: tuple[str, ...]) -> str:
+    """The dtype README's test command runs for the case at ``position`` in its family (from 1;
+    the first case runs in every dtype): the case's dtypes in turn along the family."""
+    return dtypes[(position - 1) % len(dtypes)]
+
 
 def _in_slice(item: pytest.Item, first_of_family: set[str]) -> bool:
     module, name = item.module.__name__.rsplit(".", 1)[-1], item.originalname
     if module == "test_catalog":
-        return hasattr(item, "callspec") and item.callspec.params["case"].name in first_of_family
+        case = _catalog_case(item)
+        return case is not None and case.name in first_of_family
     if module == "test_lbfgs":
         return name == "test_lbfgs_case_meets_contract"
     if module == "test_bridge_resume":
         return name == "test_resume" or (name == "test_resume_with_scheduler" and "LBFGS" in item.name)
     # The main job's trajectories; the must-fail mutation test measures nothing machine-dependent.
-    return module == "test_seed_cnn" and name.endswith("_trajectory") and not _is_slow(item)
+    return module == "test_seed_cnn" and name.endswith("_trajectory") and not _is_long_trajectory(item)
 
 
-def _is_slow(item: pytest.Item) -> bool:
+def _is_slow(item: pytest.Item, position_in_family: dict[str, int]) -> bool:
+    case = _catalog_case(item)
+    if case is None:
+        return _is_long_trajectory(item)
+    position = position_in_family[case.name]
+    return position > 0 and item.callspec.params["dtype"] != _default_dtype(position, case.dtypes)
+
+
+def _is_long_trajectory(item: pytest.Item) -> bool:
     module = item.module.__name__.rsplit(".", 1)[-1]
     if module == "test_seed_cnn" and item.originalname == "test_seed_cnn_float64_trajectory":
         return item.callspec.params["name"] != "adam+l2"
@@ -41,16 +69,15 @@ def _is_slow(item: pytest.Item) -> bool:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     del config
-    first_of_family: dict[str, str] = {}
     functions = [item for item in items if isinstance(item, pytest.Function)]
     functions = [item for item in functions if item.module.__name__.startswith("parity.")]
+    families: dict[str, list[str]] = {}
+    for case in all_cases():
+        families.setdefault(case.family, []).append(case.name)
+    position_in_family = {name: i for names in families.values() for i, name in enumerate(names)}
+    first_of_family = {names[0] for names in families.values()}
     for item in functions:
-        if item.module.__name__.endswith("test_catalog") and hasattr(item, "callspec"):
-            case = item.callspec.params["case"]
-            first_of_family.setdefault(case.family, case.name)
-    names = set(first_of_family.values())
-    for item in functions:
-        if _in_slice(item, names):
+        if _in_slice(item, first_of_family):
             item.add_marker(pytest.mark.numerics)
-        if _is_slow(item):
+        if _is_slow(item, position_in_family):
             item.add_marker(pytest.mark.slow)
