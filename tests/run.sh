@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as README's second command and CI run it:
 #   1. every test (unit, property, doctests, the parity catalog, bridge resume, lint and types) but
-#      the longest trajectories, marked `slow` (parity/conftest.py; `python -m parity` runs them);
+#      those marked `slow` (parity/conftest.py; `python -m parity` runs them): the longest
+#      trajectories, and each catalog configuration's second dtype but a family's first;
 #   2. the parity slice marked `numerics` again under two other machines' numerics
 #      (docs/parity.md, "Simulating other machines"): torch's kernel level and BLAS path, XLA's
 #      code generator (its older elemental emitters) and its ISA;
