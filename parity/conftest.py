@@ -11,12 +11,10 @@ L-BFGS ones with a scheduler, and the seed CNN's main-job configuration.
 
 ``slow``: what README's test command leaves out by ``-m "not slow"`` to stay within its time budget
 (15 minutes on two cores): the longest trajectories (the seed CNN's float64 runs but the main
-job's, the L-BFGS cases on the digits problems) and half of the catalog's dtype product. Every
-catalog configuration still runs there, in one dtype: a family's first case (the ``numerics``
-slice) in both, the others in turn, float64 and float32 alternating along the family's order
-(:func:`_default_dtype`), so both dtypes are proven for every family and each dtype for half of its
-configurations. ``python -m parity`` runs everything; the ``numerics`` stages of ``tests/run.sh``
-run the slow L-BFGS cases under two other numerics.
+job's, the L-BFGS cases on the digits problems) and the catalog runs outside
+:func:`parity.selection.default_dtypes` (every configuration still runs, in one dtype at least).
+``python -m parity`` runs everything; the ``numerics`` stages of ``tests/run.sh`` run the slow
+L-BFGS cases under two other numerics.
 """
 
 from __future__ import annotations
@@ -24,6 +22,7 @@ from __future__ import annotations
 import pytest
 
 from parity.catalog import all_cases
+from parity.selection import default_dtypes, first_of_each_family
 
 
 def _catalog_case(item: pytest.Item):
@@ -31,12 +30,6 @@ def _catalog_case(item: pytest.Item):
     if item.module.__name__.endswith("test_catalog") and hasattr(item, "callspec"):
         return item.callspec.params["case"]
     return None
-
-
-def _default_dtype(position: int, dtypes: tuple[str, ...]) -> str:
-    """The dtype README's test command runs for the case at ``position`` in its family (from 1;
-    the first case runs in every dtype): the case's dtypes in turn along the family."""
-    return dtypes[(position - 1) % len(dtypes)]
 
 
 def _in_slice(item: pytest.Item, first_of_family: set[str]) -> bool:
@@ -52,14 +45,6 @@ def _in_slice(item: pytest.Item, first_of_family: set[str]) -> bool:
     return module == "test_seed_cnn" and name.endswith("_trajectory") and not _is_long_trajectory(item)
 
 
-def _is_slow(item: pytest.Item, position_in_family: dict[str, int]) -> bool:
-    case = _catalog_case(item)
-    if case is None:
-        return _is_long_trajectory(item)
-    position = position_in_family[case.name]
-    return position > 0 and item.callspec.params["dtype"] != _default_dtype(position, case.dtypes)
-
-
 def _is_long_trajectory(item: pytest.Item) -> bool:
     module = item.module.__name__.rsplit(".", 1)[-1]
     if module == "test_seed_cnn" and item.originalname == "test_seed_cnn_float64_trajectory":
@@ -71,13 +56,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     del config
     functions = [item for item in items if isinstance(item, pytest.Function)]
     functions = [item for item in functions if item.module.__name__.startswith("parity.")]
-    families: dict[str, list[str]] = {}
-    for case in all_cases():
-        families.setdefault(case.family, []).append(case.name)
-    position_in_family = {name: i for names in families.values() for i, name in enumerate(names)}
-    first_of_family = {names[0] for names in families.values()}
+    cases = all_cases()
+    first_of_family, in_default_run = first_of_each_family(cases), default_dtypes(cases)
     for item in functions:
         if _in_slice(item, first_of_family):
             item.add_marker(pytest.mark.numerics)
-        if _is_slow(item, position_in_family):
+        case = _catalog_case(item)
+        if case is None:
+            slow = _is_long_trajectory(item)
+        else:
+            slow = item.callspec.params["dtype"] not in in_default_run[case.name]
+        if slow:
             item.add_marker(pytest.mark.slow)
