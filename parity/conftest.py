@@ -33,10 +33,10 @@ def _catalog_case(item: pytest.Item):
 
 
 def _in_slice(item: pytest.Item, first_of_family: set[str]) -> bool:
+    case = _catalog_case(item)
+    if case is not None:
+        return case.name in first_of_family
     module, name = item.module.__name__.rsplit(".", 1)[-1], item.originalname
-    if module == "test_catalog":
-        case = _catalog_case(item)
-        return case is not None and case.name in first_of_family
     if module == "test_lbfgs":
         return name == "test_lbfgs_case_meets_contract"
     if module == "test_bridge_resume":

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from parity.case import Case, CaseReport, run_case
 from parity.catalog import all_cases
+from parity.selection import first_of_each_family
 
 
 def select_cases(
@@ -14,15 +15,14 @@ def select_cases(
 ) -> list[tuple[Case, str]]:
     """The (case, dtype) pairs matching the filters; ``quick`` keeps the first case per family."""
     wanted = set(families) if families else None
-    seen: set[str] = set()
+    cases = all_cases()
+    firsts = first_of_each_family(cases)
     selected = []
-    for case in all_cases():
+    for case in cases:
         if wanted is not None and case.family not in wanted:
             continue
-        if quick:
-            if case.family in seen:
-                continue
-            seen.add(case.family)
+        if quick and case.name not in firsts:
+            continue
         for case_dtype in case.dtypes:
             if dtype is None or case_dtype == dtype:
                 selected.append((case, case_dtype))
