@@ -12,7 +12,8 @@ L-BFGS ones with a scheduler, and the seed CNN's main-job configuration.
 ``slow``: what README's test command leaves out by ``-m "not slow"`` to stay within its time budget
 (15 minutes on two cores): the longest trajectories (the seed CNN's float64 runs but the main
 job's, the L-BFGS cases on the digits problems) and the catalog runs outside
-:func:`parity.selection.default_dtypes` (every configuration still runs, in one dtype at least).
+:func:`parity.selection.default_dtypes` (every configuration still runs, in one dtype at least;
+a family's first case, in the ``numerics`` slice, in both in the numerics stages).
 ``python -m parity`` runs everything; the ``numerics`` stages of ``tests/run.sh`` run the slow
 L-BFGS cases under two other numerics.
 """

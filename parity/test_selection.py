@@ -1,4 +1,4 @@
-"""README's test command proves every catalog configuration, and both dtypes for every family."""
+"""README's test command proves every catalog configuration once, and both dtypes for every family."""
 
 from __future__ import annotations
 
@@ -21,8 +21,7 @@ def test_every_configuration_runs_by_default_and_every_family_in_each_of_its_dty
     assert {family: proven for family, (proven, _) in families.items()} == {
         family: available for family, (_, available) in families.items()
     }
-    for name in first_of_each_family(cases):
-        assert chosen[name] == next(case.dtypes for case in cases if case.name == name)
+    assert len(first_of_each_family(cases)) == len(families)
 
 
 def test_dtypes_alternate_along_a_family():
@@ -31,10 +30,10 @@ def test_dtypes_alternate_along_a_family():
 
     cases = [case("a"), case("b"), case("c"), case("d", ("float64",)), case("e")]
     assert default_dtypes(cases) == {
-        "f/a": ("float64", "float32"),
-        "f/b": ("float64",),
-        "f/c": ("float32",),
+        "f/a": ("float64",),
+        "f/b": ("float32",),
+        "f/c": ("float64",),
         "f/d": ("float64",),
-        "f/e": ("float32",),
+        "f/e": ("float64",),
     }
     assert first_of_each_family(cases) == {"f/a"}

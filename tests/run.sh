@@ -2,7 +2,7 @@
 # The whole test suite, as README's second command and CI run it:
 #   1. every test (unit, property, doctests, the parity catalog, bridge resume, lint and types) but
 #      those marked `slow` (parity/conftest.py; `python -m parity` runs them): the longest
-#      trajectories, and each catalog configuration's second dtype but a family's first;
+#      trajectories, each catalog configuration's second dtype, and a few second proofs;
 #   2. the parity slice marked `numerics` again under two other machines' numerics
 #      (docs/parity.md, "Simulating other machines"): torch's kernel level and BLAS path, XLA's
 #      code generator (its older elemental emitters) and its ISA;

@@ -395,7 +395,16 @@ def hypergradient_errors(name):
     return [*hyper, "params"], errors, allowed, ad
 
 
-@pytest.mark.parametrize("name", list(CASES))
+SECOND_PROOFS = {"sgd_nesterov", "adamw"}
+"""``slow``: variants one term away from a default case on the same code path (SGD's Nesterov
+look-ahead beside ``sgd_momentum``; AdamW's decoupled decay beside ``adam``, whose lr and weight
+decay hypergradients tests/test_hypergrad_torch.py also checks against torch's
+``differentiable=True`` AdamW in every run)."""
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(name, marks=pytest.mark.slow) if name in SECOND_PROOFS else name for name in CASES]
+)
 def test_hypergradients_match_finite_differences(name):
     """Every float hyperparameter, traced, and a direction in θ₀; float64, K from 5 to 20."""
     names, errors, allowed, ad = hypergradient_errors(name)

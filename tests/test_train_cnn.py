@@ -330,6 +330,7 @@ def torch_adam(parameters):
     return torch.optim.Adam(parameters, lr=1e-3, weight_decay=5e-4)
 
 
+@pytest.mark.slow  # parity/test_seed_cnn.py proves 100 float64 steps of this job in every run
 def test_loss_parity_over_a_few_float64_steps(digits):
     """Three Adam steps on each side's own gradients: the first loss within the forward bound
     (both sides at the same weights), every step within the contract or 100 × torch's own floor
