@@ -7,7 +7,10 @@ BLAS path (``MKL_CBWR``) and XLA's instruction set (``XLA_FLAGS=--xla_cpu_max_is
 roundings on one machine. ``pytest -m numerics parity`` selects a slice representative of the
 catalog: every family's first case in both dtypes, every L-BFGS case (chaotic: the place where
 machine-dependent bounds used to hide), the bridge's resume cases for every optimizer and the
-L-BFGS ones with a scheduler, and the seed CNN's main-job configuration.
+L-BFGS ones with a scheduler, and the seed CNN's main-job configuration. CI's two numerics stages
+split the slice's dtypes between them (``numerics_a``, ``numerics_b``:
+:func:`parity.selection.numerics_stages`); each runs every family, every L-BFGS case, both dtypes,
+the resume cases and the seed CNN.
 
 ``slow``: what README's test command leaves out by ``-m "not slow"`` to stay within its time budget
 (15 minutes on two cores): the longest trajectories (the seed CNN's float64 runs but the main
@@ -22,8 +25,9 @@ from __future__ import annotations
 
 import pytest
 
+from parity.cases.lbfgs import LBFGS_CASES
 from parity.catalog import all_cases
-from parity.selection import default_dtypes, first_of_each_family
+from parity.selection import NUMERICS_STAGES, default_dtypes, first_of_each_family, numerics_stages
 
 
 def _catalog_case(item: pytest.Item):
@@ -46,6 +50,18 @@ def _in_slice(item: pytest.Item, first_of_family: set[str]) -> bool:
     return module == "test_seed_cnn" and name.endswith("_trajectory") and not _is_long_trajectory(item)
 
 
+def _stages(item: pytest.Item, family_positions: dict[str, int]) -> tuple[str, ...]:
+    """The numerics stages that run a slice item: a catalog or L-BFGS case in one dtype runs in
+    one of them (its dtypes alternate along the slice), anything else in both."""
+    case = _catalog_case(item)
+    if case is not None:
+        return numerics_stages(family_positions[case.family], item.callspec.params["dtype"], case.dtypes)
+    if item.originalname == "test_lbfgs_case_meets_contract":
+        case = item.callspec.params["case"]
+        return numerics_stages(LBFGS_CASES.index(case), item.callspec.params["dtype"], case.dtypes)
+    return NUMERICS_STAGES
+
+
 def _is_long_trajectory(item: pytest.Item) -> bool:
     module = item.module.__name__.rsplit(".", 1)[-1]
     if module == "test_seed_cnn" and item.originalname == "test_seed_cnn_float64_trajectory":
@@ -59,9 +75,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     functions = [item for item in functions if item.module.__name__.startswith("parity.")]
     cases = all_cases()
     first_of_family, in_default_run = first_of_each_family(cases), default_dtypes(cases)
+    family_positions = {family: position for position, family in enumerate(dict.fromkeys(c.family for c in cases))}
     for item in functions:
         if _in_slice(item, first_of_family):
             item.add_marker(pytest.mark.numerics)
+            for stage in _stages(item, family_positions):
+                item.add_marker(stage)
         case = _catalog_case(item)
         if case is None:
             slow = _is_long_trajectory(item)

@@ -1,4 +1,5 @@
-"""Which catalog runs README's test command makes; the others are marked ``slow``.
+"""Which catalog runs README's test command makes (the others are marked ``slow``), and which
+runs of the ``numerics`` slice each of CI's two numerics stages makes.
 
 README's command must stay within 15 minutes on two cores with the ``numerics`` stages included,
 and the catalog in both dtypes was its largest item. So it proves every configuration in one
@@ -8,13 +9,22 @@ tests check it on the catalog), and each configuration's semantics in the run's 
 family's first case is also the catalog's part of the ``numerics`` slice, which CI's numerics
 stages run in both dtypes under two other machines' numerics. ``python -m parity`` (and
 ``pytest -m ""``) runs the whole product.
+
+The ``numerics`` slice takes the dtypes in turn as well, across the two stages: a case with two
+dtypes runs in one of them per stage, and the other stage runs the other (:func:`numerics_stages`),
+the choice alternating along the slice. Each stage then runs every family and every L-BFGS case,
+both dtypes among them, and each (case, dtype) of the slice runs under one of the two other
+machines' numerics; ``pytest -m numerics`` runs the whole slice under one setting.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from parity.case import Case
+
+NUMERICS_STAGES = ("numerics_a", "numerics_b")
+"""The markers of CI's two numerics stages (tests/run.sh runs ``-m numerics_a``, then ``-m numerics_b``)."""
 
 
 def default_dtypes(cases: Iterable[Case]) -> dict[str, tuple[str, ...]]:
@@ -34,3 +44,15 @@ def first_of_each_family(cases: Iterable[Case]) -> set[str]:
     for case in cases:
         first.setdefault(case.family, case.name)
     return set(first.values())
+
+
+def numerics_stages(position: int, dtype: str, dtypes: Sequence[str]) -> tuple[str, ...]:
+    """The numerics stages that run the slice's case at ``position`` (its place along the slice:
+    the family's index in the catalog, or the L-BFGS case's) in ``dtype``, of the case's ``dtypes``.
+
+    Along the slice, the case at an even position runs its first dtype in stage a and its second
+    in stage b, the next one the other way round; a case with one dtype runs in both stages.
+    """
+    if len(dtypes) == 1:
+        return NUMERICS_STAGES
+    return (NUMERICS_STAGES[(position + list(dtypes).index(dtype)) % 2],)

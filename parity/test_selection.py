@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+from parity.cases.lbfgs import LBFGS_CASES
 from parity.catalog import all_cases
-from parity.selection import default_dtypes, first_of_each_family
+from parity.selection import NUMERICS_STAGES, default_dtypes, first_of_each_family, numerics_stages
 
 
 def test_every_configuration_runs_by_default_and_every_family_in_each_of_its_dtypes():
@@ -37,3 +38,46 @@ def test_dtypes_alternate_along_a_family():
         "f/e": ("float64",),
     }
     assert first_of_each_family(cases) == {"f/a"}
+
+
+def _slice_runs():
+    """(kind, name, dtype) of every catalog and L-BFGS run in the numerics slice, with its stages."""
+    cases, firsts = all_cases(), first_of_each_family(all_cases())
+    families = list(dict.fromkeys(case.family for case in cases))
+    runs = [
+        (case.family, case.name, dtype, numerics_stages(families.index(case.family), dtype, case.dtypes))
+        for case in cases
+        if case.name in firsts
+        for dtype in case.dtypes
+    ]
+    runs += [
+        ("lbfgs", case.name, dtype, numerics_stages(position, dtype, case.dtypes))
+        for position, case in enumerate(LBFGS_CASES)
+        for dtype in case.dtypes
+    ]
+    return runs
+
+
+def test_each_numerics_stage_runs_every_family_and_lbfgs_case_in_both_dtypes():
+    runs = _slice_runs()
+    assert all(stages and set(stages) <= set(NUMERICS_STAGES) for *_, stages in runs)
+    for stage in NUMERICS_STAGES:
+        chosen = [run for run in runs if stage in run[3]]
+        assert {name for _, name, _, _ in chosen} == {name for _, name, _, _ in runs}, stage
+        assert {dtype for _, _, dtype, _ in chosen} == {"float64", "float32"}, stage
+        assert 0.4 * len(runs) <= len(chosen) <= 0.6 * len(runs), (stage, len(chosen), len(runs))
+
+
+def test_numerics_stages_alternate_along_the_slice():
+    two = ("float64", "float32")
+    assert [numerics_stages(position, "float64", two) for position in range(3)] == [
+        ("numerics_a",),
+        ("numerics_b",),
+        ("numerics_a",),
+    ]
+    assert [numerics_stages(position, "float32", two) for position in range(3)] == [
+        ("numerics_b",),
+        ("numerics_a",),
+        ("numerics_b",),
+    ]
+    assert numerics_stages(5, "float64", ("float64",)) == NUMERICS_STAGES
