@@ -10,7 +10,7 @@ machine-dependent bounds used to hide), the bridge's resume cases for every opti
 L-BFGS ones with a scheduler, and the seed CNN's main-job configuration. CI's two numerics stages
 split the slice's dtypes between them (``numerics_a``, ``numerics_b``:
 :func:`parity.selection.numerics_stages`); each runs every family, every L-BFGS case, both dtypes,
-the resume cases and the seed CNN.
+the resume cases and the seed CNN (in one dtype each).
 
 ``slow``: what README's test command leaves out by ``-m "not slow"`` to stay within its time budget
 (15 minutes on two cores): the longest trajectories (the seed CNN's float64 runs but the main
@@ -51,14 +51,18 @@ def _in_slice(item: pytest.Item, first_of_family: set[str]) -> bool:
 
 
 def _stages(item: pytest.Item, family_positions: dict[str, int]) -> tuple[str, ...]:
-    """The numerics stages that run a slice item: a catalog or L-BFGS case in one dtype runs in
-    one of them (its dtypes alternate along the slice), anything else in both."""
+    """The numerics stages that run a slice item: a catalog or L-BFGS case in one dtype, and the
+    seed CNN's trajectory in one dtype, run in one of them (the dtypes alternate along the slice);
+    the resume cases in both."""
     case = _catalog_case(item)
     if case is not None:
         return numerics_stages(family_positions[case.family], item.callspec.params["dtype"], case.dtypes)
     if item.originalname == "test_lbfgs_case_meets_contract":
         case = item.callspec.params["case"]
         return numerics_stages(LBFGS_CASES.index(case), item.callspec.params["dtype"], case.dtypes)
+    if item.originalname.startswith("test_seed_cnn_float"):
+        dtype = "float64" if item.originalname == "test_seed_cnn_float64_trajectory" else "float32"
+        return numerics_stages(0, dtype, ("float64", "float32"))
     return NUMERICS_STAGES
 
 

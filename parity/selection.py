@@ -7,7 +7,7 @@ dtype, taking the dtypes in turn along each family's order (float64, float32, fl
 every family is proven in both dtypes in every run (every family has two cases or more; the
 tests check it on the catalog), and each configuration's semantics in the run's dtype. Each
 family's first case is also the catalog's part of the ``numerics`` slice, which CI's numerics
-stages run in both dtypes under two other machines' numerics. ``python -m parity`` (and
+stages run in both dtypes, each under one of two other machines' numerics. ``python -m parity`` (and
 ``pytest -m ""``) runs the whole product.
 
 The ``numerics`` slice takes the dtypes in turn as well, across the two stages: a case with two

@@ -6,9 +6,10 @@
 #   2. the parity slice marked `numerics` again under two other machines' numerics
 #      (docs/parity.md, "Simulating other machines"): torch's kernel level and BLAS path, XLA's
 #      code generator (its older elemental emitters) and its ISA; the slice's catalog and L-BFGS
-#      cases take their two dtypes in turn across the two stages (`numerics_a`, `numerics_b`:
-#      each stage runs every family and L-BFGS case, both dtypes, the resume cases and the seed
-#      CNN); `-m numerics_a` replaces the default `-m 'not slow'`, so the slow L-BFGS cases run here.
+#      cases and the seed CNN take their two dtypes in turn across the two stages (`numerics_a`,
+#      `numerics_b`: each stage runs every family and L-BFGS case, both dtypes, the resume cases
+#      and the seed CNN); `-m numerics_a` replaces the default `-m 'not slow'`, so the slow L-BFGS
+#      cases run here.
 # The slowest tests of each stage are printed (--durations=15).
 # One torch (OpenMP/MKL) thread per pytest worker: two workers on two cores with two OpenMP threads
 # each oversubscribe the cores, and OpenMP's spinning barriers then cost milliseconds per small op
