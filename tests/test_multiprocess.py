@@ -11,10 +11,9 @@ distribution effect.)
 
 Default selection: the MLP, 5 steps, six layout/optimizer pairs that use every layout twice and
 every optimizer once; the one-process run trains all six, the 2- and 4-process runs three each,
-every layout in each (a process count's collectives and shard shapes depend on the layout, not on
-the optimizer), so each pair is compared across one process count and the job starts fewer
-programs on two cores. The full run (the MLP and the seed CNN, every layout × every optimizer, 50
-steps, float32 and float64) is ``slow``::
+every layout in each, so each pair is compared with one process count (2 or 4), each process count
+with every layout, and the job compiles 24 programs on two cores instead of 42. The full run (the
+MLP and the seed CNN, every layout × every optimizer, 50 steps, float32 and float64) is ``slow``::
 
     .venv/bin/python -m pytest -q -p no:xdist -m slow tests/test_multiprocess.py
 """
