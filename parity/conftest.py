@@ -27,7 +27,7 @@ import pytest
 
 from parity.cases.lbfgs import LBFGS_CASES
 from parity.catalog import all_cases
-from parity.selection import NUMERICS_STAGES, default_dtypes, first_of_each_family, numerics_stages
+from parity.selection import NUMERICS_STAGES, catalog_slice_stages, default_dtypes, numerics_stages
 
 
 def _catalog_case(item: pytest.Item):
@@ -37,10 +37,10 @@ def _catalog_case(item: pytest.Item):
     return None
 
 
-def _in_slice(item: pytest.Item, first_of_family: set[str]) -> bool:
+def _in_slice(item: pytest.Item, catalog_slice: dict[tuple[str, str], tuple[str, ...]]) -> bool:
     case = _catalog_case(item)
     if case is not None:
-        return case.name in first_of_family
+        return (case.name, item.callspec.params["dtype"]) in catalog_slice
     module, name = item.module.__name__.rsplit(".", 1)[-1], item.originalname
     if module == "test_lbfgs":
         return name == "test_lbfgs_case_meets_contract"
@@ -50,13 +50,13 @@ def _in_slice(item: pytest.Item, first_of_family: set[str]) -> bool:
     return module == "test_seed_cnn" and name.endswith("_trajectory") and not _is_long_trajectory(item)
 
 
-def _stages(item: pytest.Item, family_positions: dict[str, int]) -> tuple[str, ...]:
+def _stages(item: pytest.Item, catalog_slice: dict[tuple[str, str], tuple[str, ...]]) -> tuple[str, ...]:
     """The numerics stages that run a slice item: a catalog or L-BFGS case in one dtype, and the
     seed CNN's trajectory in one dtype, run in one of them (the dtypes alternate along the slice);
     the resume cases in both."""
     case = _catalog_case(item)
     if case is not None:
-        return numerics_stages(family_positions[case.family], item.callspec.params["dtype"], case.dtypes)
+        return catalog_slice[(case.name, item.callspec.params["dtype"])]
     if item.originalname == "test_lbfgs_case_meets_contract":
         case = item.callspec.params["case"]
         return numerics_stages(LBFGS_CASES.index(case), item.callspec.params["dtype"], case.dtypes)
@@ -78,12 +78,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     functions = [item for item in items if isinstance(item, pytest.Function)]
     functions = [item for item in functions if item.module.__name__.startswith("parity.")]
     cases = all_cases()
-    first_of_family, in_default_run = first_of_each_family(cases), default_dtypes(cases)
-    family_positions = {family: position for position, family in enumerate(dict.fromkeys(c.family for c in cases))}
+    catalog_slice, in_default_run = catalog_slice_stages(cases), default_dtypes(cases)
     for item in functions:
-        if _in_slice(item, first_of_family):
+        if _in_slice(item, catalog_slice):
             item.add_marker(pytest.mark.numerics)
-            for stage in _stages(item, family_positions):
+            for stage in _stages(item, catalog_slice):
                 item.add_marker(stage)
         case = _catalog_case(item)
         if case is None:

@@ -46,6 +46,19 @@ def first_of_each_family(cases: Iterable[Case]) -> set[str]:
     return set(first.values())
 
 
+def catalog_slice_stages(cases: Iterable[Case]) -> dict[tuple[str, str], tuple[str, ...]]:
+    """The catalog's part of the ``numerics`` slice, each family's first case in each of its dtypes:
+    per ``(case name, dtype)``, the numerics stages that run it (families in catalog order)."""
+    firsts: dict[str, Case] = {}
+    for case in cases:
+        firsts.setdefault(case.family, case)
+    return {
+        (case.name, dtype): numerics_stages(position, dtype, case.dtypes)
+        for position, case in enumerate(firsts.values())
+        for dtype in case.dtypes
+    }
+
+
 def numerics_stages(position: int, dtype: str, dtypes: Sequence[str]) -> tuple[str, ...]:
     """The numerics stages that run the slice's case at ``position`` (its place along the slice:
     the family's index in the catalog, or the L-BFGS case's) in ``dtype``, of the case's ``dtypes``.

@@ -6,7 +6,13 @@ from types import SimpleNamespace
 
 from parity.cases.lbfgs import LBFGS_CASES
 from parity.catalog import all_cases
-from parity.selection import NUMERICS_STAGES, default_dtypes, first_of_each_family, numerics_stages
+from parity.selection import (
+    NUMERICS_STAGES,
+    catalog_slice_stages,
+    default_dtypes,
+    first_of_each_family,
+    numerics_stages,
+)
 
 
 def test_every_configuration_runs_by_default_and_every_family_in_each_of_its_dtypes():
@@ -41,15 +47,11 @@ def test_dtypes_alternate_along_a_family():
 
 
 def _slice_runs():
-    """(kind, name, dtype) of every catalog and L-BFGS run in the numerics slice, with its stages."""
-    cases, firsts = all_cases(), first_of_each_family(all_cases())
-    families = list(dict.fromkeys(case.family for case in cases))
-    runs = [
-        (case.family, case.name, dtype, numerics_stages(families.index(case.family), dtype, case.dtypes))
-        for case in cases
-        if case.name in firsts
-        for dtype in case.dtypes
-    ]
+    """(kind, name, dtype, stages) of every catalog and L-BFGS run in the numerics slice."""
+    cases = all_cases()
+    assert {name for name, _ in catalog_slice_stages(cases)} == first_of_each_family(cases)
+    families = {case.name: case.family for case in cases}
+    runs = [(families[name], name, dtype, stages) for (name, dtype), stages in catalog_slice_stages(cases).items()]
     runs += [
         ("lbfgs", case.name, dtype, numerics_stages(position, dtype, case.dtypes))
         for position, case in enumerate(LBFGS_CASES)
