@@ -25,9 +25,13 @@ data loading is not timed. Implementations:
   torch      torch eager with the optimizer's default implementation on this device (on the CPU:
              the per-tensor for-loop), and ``torch fused`` with ``fused=True``
 
-XLA: like ``examples/train_cnn.py``, the run first applies the main job's XLA:CPU setting
-(``examples/seed_cnn/xla_cpu.py``: convolutions on Eigen, not YNNPACK); ``--plain-xla`` keeps XLA's
-defaults. The ``XLA_FLAGS`` line of the output says which ran.
+XLA and host memory: like ``examples/train_cnn.py``, the run first applies the main job's XLA:CPU
+setting (``examples/seed_cnn/xla_cpu.py``: convolutions on Eigen, not YNNPACK; ``--plain-xla``
+keeps XLA's defaults) and its host-memory setting (``examples/seed_cnn/allocator.py``: glibc's
+malloc keeps freed memory and JAX dispatches CPU computations synchronously, so large batches take
+no page faults per step; ``--default-malloc`` keeps the defaults). The malloc part is
+process-wide, so torch, timed in the same process, runs with it too and gains from it as well. The
+``XLA_FLAGS`` and ``host memory`` fields of the output say which ran.
 
 Timing: interleaved rounds in one process, as in ``update_step.py`` (``benchmarks/_harness.py``).
 Before timing, every implementation takes two steps from the same weights and the losses of the
@@ -358,6 +362,11 @@ def main(argv=None):
     parser.add_argument(
         "--plain-xla", action="store_true", help="XLA's default CPU convolutions (YNNPACK), not the main job's setting"
     )
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="glibc's malloc defaults and asynchronous CPU dispatch, not the main job's setting",
+    )
     parser.add_argument("--json")
     parser.add_argument("--markdown")
     args = parser.parse_args(argv)
@@ -367,6 +376,10 @@ def main(argv=None):
         from examples.seed_cnn import xla_cpu
 
         xla_cpu.prefer_eigen_convolutions()
+    from examples.seed_cnn import allocator
+
+    if not args.default_malloc:
+        allocator.keep_freed_memory()
 
     import jax as _jax
     import jax.numpy as _jnp
@@ -380,6 +393,7 @@ def main(argv=None):
     fo = _fo
     pairs = optimizer_pairs()
     info = _harness.environment(platform_name)
+    info["host memory"] = allocator.describe()
     print("; ".join(f"{k}: {v}" for k, v in info.items()))
     print(COLUMNS)
     rows = []

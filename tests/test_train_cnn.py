@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import gzip
 import struct
 from fractions import Fraction
@@ -15,7 +16,7 @@ from bounds import gamma32
 
 import functional_optreg as fo
 from examples import train_cnn
-from examples.seed_cnn import convolution, model_flax, model_torch, pooling, side_by_side, weights, xla_cpu
+from examples.seed_cnn import allocator, convolution, model_flax, model_torch, pooling, side_by_side, weights, xla_cpu
 from examples.seed_cnn import data as data_lib
 from functional_optreg import verify
 from parity import forward_bounds, training_floor
@@ -270,6 +271,54 @@ def test_the_flag_moves_convolutions_off_ynnpack_and_keeps_the_dots():
         results[name] = run.stdout.split()
     assert results["ours"] == ["False", "True"]
     assert results["default"] == ["True", "True"]  # what the flag changes: if this fails, jaxlib changed its default
+
+
+# --- host allocator ------------------------------------------------------------------------------
+
+
+def test_keep_freed_memory_respects_the_users_malloc_settings():
+    assert allocator.user_chooses({"GLIBC_TUNABLES": "glibc.malloc.arena_max=4"})
+    assert allocator.user_chooses({"MALLOC_ARENA_MAX": "2"})
+    assert not allocator.user_chooses({"GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX512F", "PATH": "/bin"})
+    # A user's choice wins, and nothing is applied (this process's malloc and dispatch are left alone).
+    assert not allocator.keep_freed_memory({"MALLOC_TRIM_THRESHOLD_": "0"})
+
+
+@pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "gnu_get_libc_version"), reason="glibc's malloc only")
+def test_keep_freed_memory_stops_the_page_faults_of_large_buffers():
+    """In fresh processes (the setting is process-wide): a jitted call whose 64 MiB output is freed
+    after each call takes a fresh mmap, page faults included, on every call with glibc's defaults,
+    and reuses the same pages with the setting (the mechanism of RESULTS.md's batch-256 step).
+
+    With the setting the heap can grow over the first calls before it settles: hence 40 calls
+    before counting."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, sys\n"
+        "from examples.seed_cnn import allocator\n"
+        "assert sys.argv[1] == 'default' or allocator.keep_freed_memory()\n"
+        "import jax, jax.numpy as jnp\n"
+        "double = jax.jit(lambda x: x * 2.0)\n"
+        "x = jnp.ones((2**24,), jnp.float32)\n"
+        "for _ in range(40): double(x).block_until_ready()\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "for _ in range(10): double(x).block_until_ready()\n"
+        "print(allocator.describe().split()[0], (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)\n"
+    )
+    faults = {}
+    for name in ("default", "ours"):
+        env = {key: value for key, value in os.environ.items() if not key.startswith("MALLOC_")}
+        env.update(JAX_PLATFORMS="cpu", GLIBC_TUNABLES="", PYTHONPATH=os.pathsep.join(sys.path))
+        run = subprocess.run([sys.executable, "-c", code, name], env=env, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        described, count = run.stdout.split()[-2:]
+        assert described == {"default": "default", "ours": "keeps"}[name]
+        faults[name] = float(count)
+    assert faults["default"] > 0, f"no page faults with glibc's defaults: the premise changed ({faults})"
+    assert faults["ours"] <= faults["default"] / 10, faults
 
 
 # --- flax ⇄ torch ------------------------------------------------------------------------------

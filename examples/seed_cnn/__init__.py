@@ -8,4 +8,5 @@
 * :mod:`~examples.seed_cnn.weights` — flax ⇄ torch weight layouts.
 * :mod:`~examples.seed_cnn.side_by_side` — side-by-side training against torch, per-step report.
 * :mod:`~examples.seed_cnn.xla_cpu` — the XLA:CPU setting the main job trains with.
+* :mod:`~examples.seed_cnn.allocator` — the host-memory setting it trains with (no page faults per step).
 """
