@@ -46,6 +46,33 @@ def pin_to_one_core() -> int:
     return cpu
 
 
+def add_main_job_options(parser) -> None:
+    """Add ``--plain-xla`` and ``--default-malloc``, the opt-outs of :func:`apply_main_job_settings`."""
+    parser.add_argument(
+        "--plain-xla", action="store_true", help="XLA's default CPU convolutions (YNNPACK), not the main job's setting"
+    )
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="glibc's malloc defaults and asynchronous CPU dispatch, not the main job's setting",
+    )
+
+
+def apply_main_job_settings(args) -> str:
+    """Apply ``examples/train_cnn.py``'s process settings unless ``args`` opts out; before JAX starts.
+
+    Eigen convolutions (``examples/seed_cnn/xla_cpu.py``) and reuse of freed host memory
+    (``examples/seed_cnn/allocator.py``). Returns the host-memory setting in words, for the report.
+    """
+    from examples.seed_cnn import allocator, xla_cpu
+
+    if not args.plain_xla:
+        xla_cpu.prefer_eigen_convolutions()
+    if not args.default_malloc:
+        allocator.keep_freed_memory()
+    return allocator.describe()
+
+
 def configure(platform_name: str | None) -> str:
     """Pick the JAX platform and make both frameworks use full-precision float32 matmuls.
 

@@ -10,6 +10,9 @@ selects the network's 2×2 max-pool: ``torch_rule`` is the model's own
 ``flax`` is ``flax.linen.max_pool`` (XLA's ``reduce-window`` forward and ``select-and-scatter``
 gradient), the model's pooling before issue 17.
 
+Like ``train_step.py``, the run applies the main job's XLA:CPU and host-memory settings first
+(``_harness.apply_main_job_settings``); ``--plain-xla`` and ``--default-malloc`` opt out.
+
 Method: ``jax.profiler.trace`` records one event per executed XLA:CPU thunk (a fusion, a
 convolution, a dot); per thunk the fastest of ``--steps`` steps is kept (on a shared machine a
 slow sample is another process's time, not the thunk's), and likewise the fastest whole step.
@@ -202,11 +205,14 @@ def main(argv=None):
     parser.add_argument("--single-core", action="store_true", help="pin to one core (one XLA thread)")
     parser.add_argument("--json")
     parser.add_argument("--markdown")
+    _harness.add_main_job_options(parser)
     args = parser.parse_args(argv)
     if args.single_core:
         _harness.pin_to_one_core()
+    host_memory = _harness.apply_main_job_settings(args)
     platform_name = _harness.configure("cpu")
     info = _harness.environment(platform_name)
+    info["host memory"] = host_memory
     results = [profile(b, p, args.steps) for b in args.batches for p in args.pooling]
     header, rows = table(results)
     print("; ".join(f"{k}: {v}" for k, v in info.items()))

@@ -359,27 +359,13 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--sample-ms", type=float, default=50.0)
     parser.add_argument("--single-core", action="store_true", help="pin to one core and time CPU time")
-    parser.add_argument(
-        "--plain-xla", action="store_true", help="XLA's default CPU convolutions (YNNPACK), not the main job's setting"
-    )
-    parser.add_argument(
-        "--default-malloc",
-        action="store_true",
-        help="glibc's malloc defaults and asynchronous CPU dispatch, not the main job's setting",
-    )
+    _harness.add_main_job_options(parser)
     parser.add_argument("--json")
     parser.add_argument("--markdown")
     args = parser.parse_args(argv)
     if args.single_core:
         _harness.pin_to_one_core()
-    if not args.plain_xla:
-        from examples.seed_cnn import xla_cpu
-
-        xla_cpu.prefer_eigen_convolutions()
-    from examples.seed_cnn import allocator
-
-    if not args.default_malloc:
-        allocator.keep_freed_memory()
+    host_memory = _harness.apply_main_job_settings(args)
 
     import jax as _jax
     import jax.numpy as _jnp
@@ -393,7 +379,7 @@ def main(argv=None):
     fo = _fo
     pairs = optimizer_pairs()
     info = _harness.environment(platform_name)
-    info["host memory"] = allocator.describe()
+    info["host memory"] = host_memory
     print("; ".join(f"{k}: {v}" for k, v in info.items()))
     print(COLUMNS)
     rows = []
