@@ -6,8 +6,8 @@ its adaptive mmap threshold), or a large request from any thread but the main on
 arena is an mmapped heap of at most 64 MiB), is served by a fresh ``mmap`` and returned with
 ``munmap`` when freed. Every step then writes to memory the kernel has to map and zero-fill page
 by page: at batch 256 the seed CNN's jitted step allocates 116, 79 and 58 MB per step and takes
-≈ 19,300 minor page faults (75 MB), a third of the step's time (``benchmarks/RESULTS.md``). Batch
-64 stays under the thresholds and is unaffected.
+≈ 19,300 minor page faults (75 MB): 28% of the step's time on one core, 42% on two
+(``benchmarks/RESULTS.md``). Batch 64 stays under the thresholds and is unaffected.
 
 :func:`keep_freed_memory` makes the main thread's heap serve and keep those buffers:
 
@@ -25,8 +25,8 @@ thread on the main arena, measured as fast at batch 256 and 10–20% slower at b
 cores.)
 
 Call it before JAX's first computation: ``examples/train_cnn.py`` does so ahead of its imports
-when run as a script, and ``benchmarks/train_step.py`` before importing JAX unless
-``--default-malloc``. Nothing changes outside Linux with glibc, or when the environment already
+when run as a script, and ``benchmarks/train_step.py`` and ``profile_step.py`` before importing
+JAX unless ``--default-malloc``. Nothing changes outside Linux with glibc, or when the environment already
 sets glibc's malloc parameters (``GLIBC_TUNABLES`` with ``glibc.malloc.``, or a ``MALLOC_*``
 variable).
 """
