@@ -38,23 +38,25 @@ def default_dtypes(cases: Iterable[Case]) -> dict[str, tuple[str, ...]]:
     return chosen
 
 
+def _family_firsts(cases: Iterable[Case]) -> list[Case]:
+    """Each family's first case, families in catalog order."""
+    firsts: dict[str, Case] = {}
+    for case in cases:
+        firsts.setdefault(case.family, case)
+    return list(firsts.values())
+
+
 def first_of_each_family(cases: Iterable[Case]) -> set[str]:
     """The name of each family's first case (the catalog's part of the ``numerics`` slice)."""
-    first: dict[str, str] = {}
-    for case in cases:
-        first.setdefault(case.family, case.name)
-    return set(first.values())
+    return {case.name for case in _family_firsts(cases)}
 
 
 def catalog_slice_stages(cases: Iterable[Case]) -> dict[tuple[str, str], tuple[str, ...]]:
     """The catalog's part of the ``numerics`` slice, each family's first case in each of its dtypes:
     per ``(case name, dtype)``, the numerics stages that run it (families in catalog order)."""
-    firsts: dict[str, Case] = {}
-    for case in cases:
-        firsts.setdefault(case.family, case)
     return {
         (case.name, dtype): numerics_stages(position, dtype, case.dtypes)
-        for position, case in enumerate(firsts.values())
+        for position, case in enumerate(_family_firsts(cases))
         for dtype in case.dtypes
     }
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import ctypes
 import gzip
+import os
 import struct
+import subprocess
+import sys
 from fractions import Fraction
 
 import jax
@@ -245,15 +248,18 @@ def test_prefer_eigen_convolutions_appends_once_and_respects_the_user():
     assert xla_cpu.prefer_eigen_convolutions(empty) and empty["XLA_FLAGS"] == xla_cpu.FLAG
 
 
+def _stdout_of_fresh_process(code: str, *args: str, env: dict[str, str]) -> str:
+    """Run ``code`` with ``args`` in a fresh Python (process-wide settings start clean there); its stdout."""
+    run = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
 def test_the_flag_moves_convolutions_off_ynnpack_and_keeps_the_dots():
     """In a fresh process (XLA reads the flag once): this jaxlib knows the flag and it does what it says.
 
     The convolution is conv2's (NHWC, 3×3, 32→64 channels), the one YNNPACK takes by default.
     """
-    import os
-    import subprocess
-    import sys
-
     code = (
         "import jax, jax.numpy as jnp\n"
         "dims = ('NHWC', 'HWIO', 'NHWC')\n"
@@ -266,9 +272,7 @@ def test_the_flag_moves_convolutions_off_ynnpack_and_keeps_the_dots():
     results = {}
     for name, flags in (("default", ""), ("ours", xla_cpu.FLAG)):
         env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
-        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-        assert run.returncode == 0, run.stderr
-        results[name] = run.stdout.split()
+        results[name] = _stdout_of_fresh_process(code, env=env).split()
     assert results["ours"] == ["False", "True"]
     assert results["default"] == ["True", "True"]  # what the flag changes: if this fails, jaxlib changed its default
 
@@ -292,10 +296,6 @@ def test_keep_freed_memory_stops_the_page_faults_of_large_buffers():
 
     With the setting the heap can grow over the first calls before it settles: hence 40 calls
     before counting."""
-    import os
-    import subprocess
-    import sys
-
     code = (
         "import resource, sys\n"
         "from examples.seed_cnn import allocator\n"
@@ -312,9 +312,7 @@ def test_keep_freed_memory_stops_the_page_faults_of_large_buffers():
     for name in ("default", "ours"):
         env = {key: value for key, value in os.environ.items() if not key.startswith("MALLOC_")}
         env.update(JAX_PLATFORMS="cpu", GLIBC_TUNABLES="", PYTHONPATH=os.pathsep.join(sys.path))
-        run = subprocess.run([sys.executable, "-c", code, name], env=env, capture_output=True, text=True, timeout=120)
-        assert run.returncode == 0, run.stderr
-        described, count = run.stdout.split()[-2:]
+        described, count = _stdout_of_fresh_process(code, name, env=env).split()[-2:]
         assert described == {"default": "default", "ours": "keeps"}[name]
         faults[name] = float(count)
     assert faults["default"] > 0, f"no page faults with glibc's defaults: the premise changed ({faults})"

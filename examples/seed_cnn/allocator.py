@@ -26,9 +26,9 @@ cores.)
 
 Call it before JAX's first computation: ``examples/train_cnn.py`` does so ahead of its imports
 when run as a script, and ``benchmarks/train_step.py`` and ``profile_step.py`` before importing
-JAX unless ``--default-malloc``. Nothing changes outside Linux with glibc, or when the environment already
-sets glibc's malloc parameters (``GLIBC_TUNABLES`` with ``glibc.malloc.``, or a ``MALLOC_*``
-variable).
+JAX unless ``--default-malloc``. Nothing changes outside Linux with glibc, or when the environment
+already sets glibc's malloc parameters (``GLIBC_TUNABLES`` with ``glibc.malloc.``, or a
+``MALLOC_*`` variable).
 """
 
 from __future__ import annotations
@@ -64,11 +64,13 @@ def keep_freed_memory(environ: dict[str, str] | None = None) -> bool:
     libc = ctypes.CDLL(None)  # the C library this process runs on
     if not hasattr(libc, "gnu_get_libc_version"):  # not glibc
         return False
+    if not all(libc.mallopt(parameter, value) == 1 for parameter, value in SETTINGS):
+        return False
     import jax
 
     jax.config.update("jax_cpu_enable_async_dispatch", False)
-    _applied = all(libc.mallopt(parameter, value) == 1 for parameter, value in SETTINGS)
-    return _applied
+    _applied = True
+    return True
 
 
 def describe() -> str:
