@@ -76,26 +76,25 @@ def apply_main_job_settings(args) -> str:
 def configure(platform_name: str | None) -> str:
     """Pick the JAX platform and make both frameworks use full-precision float32 matmuls.
 
-    Returns the platform actually used (``cpu`` or ``gpu``). Must run before any computation.
+    ``parity.platform``'s ``use_platform``, and its ``full_precision`` for the rest of the process
+    (TF32 would make both sides faster and less accurate by different amounts; the comparison is
+    float32 against float32), plus one torch thread when pinned to one core. Returns the platform
+    actually used (``cpu`` or ``gpu``). Must run before any computation.
     """
-    import jax
     import torch
 
-    if platform_name:
-        jax.config.update("jax_platforms", "cuda,cpu" if platform_name == "gpu" else "cpu")
-    # TF32 (GPU) would make both sides faster and less accurate by different amounts; the
-    # comparison is float32 against float32.
-    jax.config.update("jax_default_matmul_precision", "highest")
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    from parity.platform import PlatformUnavailable, full_precision, use_platform
+
+    try:
+        used = use_platform(platform_name)
+    except PlatformUnavailable as error:
+        raise SystemExit(str(error)) from None
+    full_precision().__enter__()  # never exited: the setting holds until the process ends
     if single_core():
         torch.set_num_threads(1)
-    used = jax.default_backend()
-    if platform_name == "gpu" and used != "gpu":
-        raise SystemExit(f"asked for the GPU, but JAX runs on {used!r} (jax.devices(): {jax.devices()})")
     if used == "gpu" and not torch.cuda.is_available():
         raise SystemExit("JAX sees a GPU but torch.cuda.is_available() is False: no torch comparison possible")
-    return "gpu" if used == "gpu" else "cpu"
+    return used
 
 
 def torch_device(platform_name: str):

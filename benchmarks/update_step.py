@@ -3,7 +3,7 @@
     python benchmarks/update_step.py                          # CPU: 1M, 2M, 10M, 50M params; 8 and 400 leaves
     python benchmarks/update_step.py --sizes 1e6 --leaves 400 --repeats 15 --optimizers adam
     python benchmarks/update_step.py --single-core --optimizers sgd_momentum   # CPU time on one pinned core
-    python benchmarks/update_step.py --platform gpu --sizes 1e7 1e8       # as benchmarks/gpu.sh runs it
+    python benchmarks/update_step.py --platform gpu --sizes 1e7 5e7       # as benchmarks/gpu.sh runs it
 
 Each case (optimizer, parameter count, leaf count) builds every implementation, then times them
 interleaved in one process (see ``benchmarks/_harness.py``). Before timing, every implementation

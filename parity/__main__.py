@@ -4,6 +4,7 @@
     python -m parity --optimizer adam sgd  # some families
     python -m parity --dtype float64 --quick
     python -m parity --report-dir reports/ # also a Markdown summary and PNG plots
+    python -m parity --quick --platform gpu  # our side on the GPU, torch's (the oracle) on the CPU
     python -m parity port MODULE:FACTORY   # locate where a ported training step diverges (parity/port.py)
     python -m parity fuzz --minutes 30 --seed 0  # differential testing on generated configurations
 
@@ -16,6 +17,7 @@ import argparse
 import sys
 import time
 
+from parity.platform import PLATFORMS, PlatformUnavailable, describe, full_precision, use_platform
 from parity.report import run_catalog, run_lbfgs_cases, write_report
 
 
@@ -28,6 +30,11 @@ def _parse(argv):
         "--report-dir", metavar="DIR", help="write summary.md and PNG plots here (also runs the seed CNN end to end)"
     )
     parser.add_argument("--list", action="store_true", help="list the selected cases and exit")
+    parser.add_argument(
+        "--platform",
+        choices=PLATFORMS,
+        help="where JAX computes (default: JAX's default device); float32 matmuls at full precision either way",
+    )
     return parser.parse_args(argv)
 
 
@@ -76,6 +83,18 @@ def main(argv=None) -> int:
     if argv[:1] == ["fuzz"]:
         return _fuzz_main(argv[1:])
     args = _parse(argv)
+    if not args.list:
+        try:
+            use_platform(args.platform)
+        except PlatformUnavailable as error:
+            print(f"python -m parity: {error}", file=sys.stderr)
+            return 2
+        print(f"device: {describe()}; torch (the oracle) on the CPU")
+    with full_precision():
+        return _run(args)
+
+
+def _run(args) -> int:
     started = time.perf_counter()
     results = run_catalog(families=args.optimizer, dtype=args.dtype, quick=args.quick, dry_run=args.list)
     if args.list:

@@ -1,0 +1,85 @@
+"""Issue 17's GPU check without a GPU: ``benchmarks/gpu.sh --rehearse`` runs every stage of it on the
+CPU at tiny sizes, ``python -m parity --platform gpu`` refuses to fall back to the CPU, and
+``parity.platform.full_precision`` sets and restores both frameworks' float32 matmul precision.
+
+The GPU check runs only where a GPU is lent (rarely, with minutes of device time), so a stage broken
+by a change to a benchmark's options or output would otherwise be found there, at that cost. The
+rehearsal runs the same stages through the same script with the platform set to the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def test_rehearsal_runs_every_stage_and_collects_its_section(tmp_path):
+    results = tmp_path / "results.md"
+    results.write_text("# earlier results\n")
+    run = subprocess.run(
+        ["bash", "benchmarks/gpu.sh", "--rehearse", str(results)],
+        cwd=REPO,
+        env=dict(os.environ, PYTHON=sys.executable),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-4000:]
+    assert "did not finish" not in output, output[-4000:]
+    text = results.read_text()
+    assert text.startswith("# earlier results\n"), "the results are appended, not written over"
+    assert "# Rehearsal of benchmarks/gpu.sh on the CPU" in text
+    assert "parity: 2 passed, 0 failed" in text
+    for section, row in (
+        ("## Update step, ", "| sgd_momentum | 0M | 8 |"),
+        ("## Seed CNN training step, ", "| sgd_momentum | 8 |"),
+        ("## Many small arrays: ", "| per-leaf |"),
+    ):
+        assert section in text, f"no {section!r} section"
+        assert row in text, f"no {row!r} row"
+    rows = [line for line in text.splitlines() if line.startswith("| sgd_momentum |")]
+    assert rows and all(line.endswith("| yes |") for line in rows), rows
+
+
+def test_parity_cli_refuses_a_gpu_jax_does_not_have():
+    import jax
+
+    if jax.default_backend() == "gpu":
+        pytest.skip("this machine has a GPU")
+    run = subprocess.run(
+        [sys.executable, "-m", "parity", "--platform", "gpu", "--quick", "--optimizer", "sgd"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "asked for the GPU, but JAX runs on the CPU" in run.stderr
+    assert "parity:" not in run.stdout, "no case may run on the wrong device"
+
+
+def test_full_precision_sets_both_frameworks_and_restores_them():
+    import jax
+    import torch
+
+    from parity.platform import full_precision
+
+    before = jax.config.jax_default_matmul_precision
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        with full_precision():
+            assert jax.config.jax_default_matmul_precision == "highest"
+            assert not torch.backends.cuda.matmul.allow_tf32
+            assert not torch.backends.cudnn.allow_tf32
+        assert jax.config.jax_default_matmul_precision == before
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
