@@ -8,7 +8,8 @@
     python -m parity port MODULE:FACTORY   # locate where a ported training step diverges (parity/port.py)
     python -m parity fuzz --minutes 30 --seed 0  # differential testing on generated configurations
 
-Exit status 1 when any case is out of tolerance.
+Exit status 1 when any case is out of tolerance, 2 when no case ran (nothing matched the filters,
+or ``--platform gpu`` and JAX found no GPU).
 """
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ from parity.report import run_catalog, run_lbfgs_cases, write_report
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(prog="python -m parity", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m parity",
+        description=__doc__.split("\n")[0],
+        epilog="Subcommands: 'python -m parity port MODULE:FACTORY' (where a ported training step diverges), "
+        "'python -m parity fuzz --minutes M' (generated configurations against torch); each has its own --help.",
+    )
     parser.add_argument("--optimizer", nargs="+", metavar="FAMILY", help="only these families (e.g. adam sgd)")
     parser.add_argument("--dtype", choices=("float64", "float32"), help="only this dtype")
     parser.add_argument("--quick", action="store_true", help="one case per family (a smoke run under 2 minutes)")
@@ -33,7 +39,8 @@ def _parse(argv):
     parser.add_argument(
         "--platform",
         choices=PLATFORMS,
-        help="where JAX computes (default: JAX's default device); float32 matmuls at full precision either way",
+        help="where our side computes (default: JAX's default device); torch, the oracle, stays on the CPU; "
+        "'gpu' refuses to start rather than fall back to the CPU; float32 matmuls at full precision either way",
     )
     return parser.parse_args(argv)
 

@@ -33,7 +33,10 @@ def use_platform(name: str | None) -> str:
         jax.config.update("jax_platforms", "cuda,cpu" if name == "gpu" else "cpu")
     used = "gpu" if jax.default_backend() == "gpu" else "cpu"
     if name == "gpu" and used != "gpu":
-        raise PlatformUnavailable(f"asked for the GPU, but JAX runs on the CPU (jax.devices(): {jax.devices()})")
+        raise PlatformUnavailable(
+            f"asked for the GPU, but JAX runs on the CPU (jax.devices(): {jax.devices()}); install JAX's CUDA "
+            "build (pip install -e '.[cuda]') and check that nvidia-smi sees the GPU and CUDA_VISIBLE_DEVICES allows it"
+        )
     return used
 
 
@@ -68,4 +71,5 @@ def describe() -> str:
     import jax
 
     device = jax.devices()[0]
-    return f"{device.platform}: {device.device_kind} (jax {jax.__version__})"
+    kind = "" if device.device_kind == device.platform else f": {device.device_kind}"
+    return f"{device.platform}{kind} (jax {jax.__version__})"

@@ -37,8 +37,9 @@ def test_rehearsal_runs_every_stage_and_collects_its_section(tmp_path):
     assert text.startswith("# earlier results\n"), "the results are appended, not written over"
     assert "# Rehearsal of benchmarks/gpu.sh on the CPU" in text
     assert "parity: 2 passed, 0 failed" in text
+    assert "0 stage(s) failed" in text
     for section, row in (
-        ("## Update step, ", "| sgd_momentum | 0M | 8 |"),
+        ("## Update step, ", "| sgd_momentum | 1M | 8 |"),
         ("## Seed CNN training step, ", "| sgd_momentum | 8 |"),
         ("## Many small arrays: ", "| per-leaf |"),
     ):
@@ -46,6 +47,31 @@ def test_rehearsal_runs_every_stage_and_collects_its_section(tmp_path):
         assert row in text, f"no {row!r} row"
     rows = [line for line in text.splitlines() if line.startswith("| sgd_momentum |")]
     assert rows and all(line.endswith("| yes |") for line in rows), rows
+
+
+def test_a_refused_stage_fails_the_script_and_is_written_down(tmp_path):
+    """A parity run that refuses to start (no GPU) stops the script with exit 1 and says why."""
+    python = tmp_path / "python"
+    python.write_text(
+        "#!/usr/bin/env bash\n"
+        'if [[ "$1 $2" == "-m parity" ]]; then echo "python -m parity: no GPU here" >&2; exit 2; fi\n'
+        f'exec {sys.executable} "$@"\n'
+    )
+    python.chmod(0o755)
+    results = tmp_path / "results.md"
+    run = subprocess.run(
+        ["bash", "benchmarks/gpu.sh", "--rehearse", str(results)],
+        cwd=REPO,
+        env=dict(os.environ, PYTHON=str(python)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 1, run.stdout + run.stderr
+    text = results.read_text()
+    assert "**parity refused to start (exit 2): python -m parity: no GPU here.**" in text
+    assert "1 stage(s) failed" in text
+    assert "## Update step" not in text, "the benchmarks must not run after the platform was refused"
 
 
 def test_parity_cli_refuses_a_gpu_jax_does_not_have():
