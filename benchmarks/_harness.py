@@ -18,6 +18,7 @@ pinned core: a per-core comparison that other processes on a shared machine bare
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import platform
@@ -73,6 +74,11 @@ def apply_main_job_settings(args) -> str:
     return allocator.describe()
 
 
+_PROCESS_SETTINGS = contextlib.ExitStack()
+"""What :func:`configure` enters for the rest of the process (a context manager left unreferenced
+would be closed, and its setting undone, as soon as it is garbage-collected)."""
+
+
 def configure(platform_name: str | None) -> str:
     """Pick the JAX platform and make both frameworks use full-precision float32 matmuls.
 
@@ -89,7 +95,7 @@ def configure(platform_name: str | None) -> str:
         used = use_platform(platform_name)
     except PlatformUnavailable as error:
         raise SystemExit(str(error)) from None
-    full_precision().__enter__()  # never exited: the setting holds until the process ends
+    _PROCESS_SETTINGS.enter_context(full_precision())  # held until the process ends
     if single_core():
         torch.set_num_threads(1)
     if used == "gpu" and not torch.cuda.is_available():
@@ -184,6 +190,10 @@ def environment(platform_name: str) -> dict[str, str]:
         "optax": optax.__version__,
         "torch": f"{torch.__version__}, {torch.get_num_threads()} threads",
         "XLA_FLAGS": os.environ.get("XLA_FLAGS", "(unset)"),
+        "matmul precision": (
+            f"JAX {jax.config.jax_default_matmul_precision or 'default'}; torch TF32 "
+            f"{'on' if torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32 else 'off'}"
+        ),
         "timing": (
             f"CPU time on one pinned core (cpu {next(iter(os.sched_getaffinity(0)))})"
             if single_core()

@@ -38,6 +38,7 @@ def test_rehearsal_runs_every_stage_and_collects_its_section(tmp_path):
     assert "# Rehearsal of benchmarks/gpu.sh on the CPU" in text
     assert "parity: 2 passed, 0 failed" in text
     assert "0 stage(s) failed" in text
+    assert text.count("- matmul precision: JAX highest; torch TF32 off") == 3, "each benchmark at full precision"
     for section, row in (
         ("## Update step, ", "| sgd_momentum | 1M | 8 |"),
         ("## Seed CNN training step, ", "| sgd_momentum | 8 |"),
