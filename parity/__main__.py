@@ -86,9 +86,11 @@ def main(argv=None) -> int:
     if argv[:1] == ["port"]:
         from parity.port import main as port_main
 
-        return port_main(argv[1:])
+        with full_precision():
+            return port_main(argv[1:])
     if argv[:1] == ["fuzz"]:
-        return _fuzz_main(argv[1:])
+        with full_precision():
+            return _fuzz_main(argv[1:])
     args = _parse(argv)
     if not args.list:
         try:
