@@ -125,7 +125,7 @@ limited "${LIMITS[0]}" parity "$PYTHON" -m parity --platform "$PLATFORM" "${PARI
   echo "## Parity catalog's quick slice: our side on $PLATFORM"
   echo
   echo "\`python -m parity --platform $PLATFORM ${PARITY[*]}\`; torch, the oracle, on the CPU."
-  echo "Worst step over the slice, and every case that did not pass (the whole table is in the log):"
+  echo "Worst step over the slice, and every case that did not pass (the whole table: parity.log):"
   echo
   echo '```'
   awk '
@@ -178,5 +178,5 @@ fi
 if [[ -n "${GPU_SH_COPY_TO:-}" && -d "${GPU_SH_COPY_TO:-}" ]]; then
   cp "$LOGS"/*.log "$RESULTS" "$GPU_SH_COPY_TO"/
 fi
-echo "gpu.sh: results appended to $RESULTS ($((SECONDS - started)) s, $failures stage(s) failed)"
+echo "gpu.sh: results appended to $RESULTS, each stage's whole output in $LOGS ($((SECONDS - started)) s, $failures stage(s) failed)"
 [[ $failures == 0 ]]
