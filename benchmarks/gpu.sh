@@ -5,15 +5,26 @@
 #
 #   bash benchmarks/gpu.sh                      # appends the results to benchmarks/RESULTS.md
 #   bash benchmarks/gpu.sh path/to/out.md       # or to another file
-#   bash benchmarks/gpu.sh --rehearse [out.md]  # the same stages on the CPU, tiny sizes, ~1 minute:
-#                                               # checks the script and the benchmarks' options
-#                                               # without a GPU (tests/test_gpu_script.py runs it)
+#   bash benchmarks/gpu.sh --rehearse [out.md]  # the same stages on the CPU, tiny sizes, under a
+#                                               # minute: checks the script and the benchmarks'
+#                                               # options without a GPU (tests/test_gpu_check.py
+#                                               # runs it); default output: a temporary file
 #
-# Needs a Python whose jax sees the GPU (jax[cuda]) and whose torch is a CUDA build, plus optax and
+# Exit status 0 when every stage finished and every parity case passed; otherwise 1, with each
+# failure (a stage stopped at its time limit, a parity case out of tolerance, a benchmark that
+# failed) written into the results too. When JAX finds no GPU the script stops at the first stage.
+# Each stage's whole output is kept in a temporary folder that the last line names.
+#
+# Needs a Python whose jax sees the GPU (JAX's CUDA build: `pip install -e ".[cuda]"`) and whose
+# torch is a CUDA build (PyTorch's own index, e.g. `--index-url
+# https://download.pytorch.org/whl/cu128`; the `[torch]` extra pins the CPU build), plus optax and
 # flax (scikit-learn optional): $PYTHON if set, else the first of .venv/bin/python and python3 that
-# qualifies. The repository root goes on PYTHONPATH, so functional_optreg needs no install. The
-# device machine lent here has such a python3 (Python 3.12, jax 0.11.2 with its CUDA 13 plugin,
-# torch 2.11.0+cu130): the parity quick slice passes with those versions on the CPU.
+# qualifies; the script prints the one it uses, or why each was refused. The repository root goes
+# on PYTHONPATH, so functional_optreg needs no install. (The GPU machine lent to this project's
+# sessions has such a python3: Python 3.12, jax 0.11.2 with its CUDA 13 plugin, torch
+# 2.11.0+cu130; the whole test suite and the parity quick slice were run with those versions on
+# the CPU. There, run it as `GPU_SH_COPY_TO=$OUT bash benchmarks/gpu.sh`: the stages' logs and the
+# results file are copied into $GPU_SH_COPY_TO when it names a folder.)
 #
 # Stages, each under `timeout` (a benchmark stopped by it still writes the cases it finished):
 #   parity       `python -m parity --quick --platform gpu`: one configuration per optimizer family
